@@ -860,6 +860,23 @@ TEST(cgroup_v2_fake_tree)
     ASSERT_NEAR(r.psi.some_avg10, 12.5, 1e-9);
     ASSERT_EQ(r.psi.some_total_us, 777);
 
+    /* The trigger goes to the cgroup's file too, NUL included (the kernel eats the last byte). */
+    {
+        struct pressure_source *src = pressure_source_new(root, 0);
+        char path[4096], buf[64] = {0};
+        int fd = pressure_psi_open_trigger(src, 0, 0), rfd;
+
+        ASSERT_GE(fd, 0);
+        close(fd);
+        snprintf(path, sizeof(path), "%s/sys/fs/cgroup/user.slice/x/memory.pressure", root);
+        rfd = open(path, O_RDONLY | O_CLOEXEC);
+        ASSERT_GE(rfd, 0);
+        ASSERT_GE(read(rfd, buf, sizeof(buf) - 1), (ssize_t)sizeof("some 150000 1000000"));
+        close(rfd);
+        ASSERT_EQ(memcmp(buf, "some 150000 1000000", sizeof("some 150000 1000000")), 0);
+        pressure_source_free(src);
+    }
+
     /* An ancestor's limit binds when lower; "max" at the leaf. */
     put(root, "sys/fs/cgroup/user.slice/x/memory.max", "max\n");
     put(root, "sys/fs/cgroup/user.slice/memory.max", "536870912\n");
@@ -1124,6 +1141,7 @@ TEST(real_machine_reading)
 
     /* The PSI trigger the loop would watch: arms, and polls without error. */
     fd = pressure_psi_open_trigger(src, 0, 0);
+    printf("  PSI trigger: %s\n", fd >= 0 ? "armed" : strerror(-fd));
     if (fd >= 0) {
         struct pollfd p = {.fd = fd, .events = POLLPRI};
 

@@ -108,7 +108,7 @@ int pressure_config_parse(pressure_getenv_fn getenv_fn, void *userdata,
                           struct pressure_config *ret_cfg, char *errbuf, size_t errbuf_size)
 {
     struct pressure_config cfg;
-    uint64_t v;
+    uint64_t v = 0;
     int r;
 
     pressure_config_init(&cfg);

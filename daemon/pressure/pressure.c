@@ -91,7 +91,8 @@ static int path_fmt(char *buf, size_t size, const char *fmt, ...)
 
 /*
  * Reads a small pseudo-file into buf (NUL-terminated).  Returns the length or a negative errno;
- * -EFBIG when it does not fit, since a truncated stat file would parse into wrong numbers.
+ * -EFBIG when it does not fit, since a truncated stat file would parse into wrong numbers (buf
+ * then holds the first size - 1 bytes, for callers that only need the start).
  */
 static ssize_t read_small_file(const char *path, char *buf, size_t size)
 {
@@ -103,8 +104,10 @@ static ssize_t read_small_file(const char *path, char *buf, size_t size)
     for (;;) {
         ssize_t n;
 
-        if (len + 1 >= size)
+        if (len + 1 >= size) {
+            buf[len] = '\0';
             return -EFBIG;
+        }
         n = read(fd, buf + len, size - 1 - len);
         if (n < 0) {
             if (errno == EINTR)
@@ -370,7 +373,7 @@ static int read_physical(const struct pressure_source *src, uint64_t *ret)
         return r;
     n = read_small_file(path, buf, sizeof(buf));
     if (n == -EFBIG)
-        n = 0; /* MemTotal is the first line; a long meminfo is fine */
+        n = 0; /* MemTotal is the first line: the start of a long meminfo is enough */
     if (n < 0)
         return (int)n;
     for (const char *line = buf; line && *line;) {

@@ -1007,6 +1007,21 @@ TEST(physical_ram_bounds_limit)
     ASSERT_EQ(r.limit_source, PRESSURE_LIMIT_PHYSICAL);
     ASSERT_EQ(r.cgroup_limit, 0); /* not below RAM: does not apply */
     ASSERT_FALSE(r.usage_from_cgroup);
+
+    /* A meminfo longer than the read buffer: MemTotal leads, the rest does not matter. */
+    {
+        char *big = malloc(20000);
+        size_t n;
+
+        ASSERT_TRUE(big != NULL);
+        n = (size_t)snprintf(big, 20000, "MemTotal:       2097152 kB\n");
+        while (n + 32 < 20000)
+            n += (size_t)snprintf(big + n, 20000 - n, "Padding:        %8zu kB\n", n);
+        put(root, "proc/meminfo", big);
+        free(big);
+        r = sample(root, 0);
+        ASSERT_EQ(r.physical, 2 * GiB);
+    }
     fake_root_free(root);
 }
 

@@ -2,6 +2,7 @@
 #include "log.h"
 #include "macro.h"
 #include "paths.h"
+#include "sha256.h"
 #include "test.h"
 
 TEST(array_alloc_overflow)
@@ -91,6 +92,42 @@ TEST(data_dir_precedence)
     ASSERT_OK(coarch_data_dir(&p));
     ASSERT_STREQ(p, "/h/.local/share/coarch");
     free(p);
+}
+
+static void hex(const uint8_t *d, char *out)
+{
+    for (int i = 0; i < SHA256_DIGEST_SIZE; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
+}
+
+TEST(sha256_vectors)
+{
+    uint8_t d[SHA256_DIGEST_SIZE];
+    char h[65];
+    struct sha256 s;
+
+    sha256("", 0, d);
+    hex(d, h);
+    ASSERT_STREQ(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    sha256("abc", 3, d);
+    hex(d, h);
+    ASSERT_STREQ(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha256(m, strlen(m), d);
+    hex(d, h);
+    ASSERT_STREQ(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* a million 'a', fed in uneven pieces */
+    char block[1000];
+    memset(block, 'a', sizeof(block));
+    sha256_init(&s);
+    for (size_t done = 0, step = 1; done < 1000000; step = step % 997 + 1) {
+        size_t n = MIN(step, 1000000 - done);
+        sha256_update(&s, block, n);
+        done += n;
+    }
+    sha256_final(&s, d);
+    hex(d, h);
+    ASSERT_STREQ(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 int main(int argc, char **argv)

@@ -1,0 +1,990 @@
+/*
+ * indexer.c - see indexer.h for the design.
+ */
+#include "indexer.h"
+
+#include "lexical.h"
+#include "log.h"
+#include "macro.h"
+#include "paths.h"
+#include "pressure.h"
+#include "sha256.h"
+#include "store-chunk.h"
+#include "store-job.h"
+#include "store-repo.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define META_MODEL_KEY "index.model"
+#define FIXED_BATCH 64
+#define PAUSE_POLL_NS 100000000L /* 100 ms */
+
+const char *job_state_to_string(uint32_t state)
+{
+    switch (state) {
+    case JOB_STATE_QUEUED:
+        return "queued";
+    case JOB_STATE_RUNNING:
+        return "running";
+    case JOB_STATE_DONE:
+        return "done";
+    case JOB_STATE_FAILED:
+        return "failed";
+    case JOB_STATE_CANCELLED:
+        return "cancelled";
+    }
+    return "unknown";
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int64_t realtime_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- a set of strings (the paths seen by the walk) --------------------------------------- */
+
+struct strset {
+    char **slots;
+    size_t cap, n;
+};
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int strset_add(struct strset *set, const char *s)
+{
+    size_t j;
+
+    if ((set->n + 1) * 2 > set->cap) {
+        size_t ncap = set->cap ? set->cap * 2 : 1024;
+        char **ns = calloc(ncap, sizeof(*ns));
+        if (!ns)
+            return -ENOMEM;
+        for (size_t i = 0; i < set->cap; i++) {
+            if (!set->slots[i])
+                continue;
+            j = str_hash(set->slots[i]) & (ncap - 1);
+            while (ns[j])
+                j = (j + 1) & (ncap - 1);
+            ns[j] = set->slots[i];
+        }
+        free(set->slots);
+        set->slots = ns;
+        set->cap = ncap;
+    }
+    j = str_hash(s) & (set->cap - 1);
+    while (set->slots[j]) {
+        if (strcmp(set->slots[j], s) == 0)
+            return 0;
+        j = (j + 1) & (set->cap - 1);
+    }
+    set->slots[j] = strdup(s);
+    if (!set->slots[j])
+        return -ENOMEM;
+    set->n++;
+    return 1;
+}
+
+static bool strset_has(const struct strset *set, const char *s)
+{
+    if (!set->cap)
+        return false;
+    for (size_t j = str_hash(s) & (set->cap - 1); set->slots[j]; j = (j + 1) & (set->cap - 1))
+        if (strcmp(set->slots[j], s) == 0)
+            return true;
+    return false;
+}
+
+static void strset_release(struct strset *set)
+{
+    for (size_t i = 0; i < set->cap; i++)
+        free(set->slots[i]);
+    free(set->slots);
+    *set = (struct strset){0};
+}
+
+/* ---- job state -------------------------------------------------------------------------- */
+
+struct todo {
+    char *path;
+    uint64_t size;
+};
+
+/* A file whose chunks are queued for embedding. */
+struct pending {
+    char *path;
+    uint8_t hash[SHA256_DIGEST_SIZE];
+    int64_t mtime_ns;
+    uint64_t size;
+    char *content; /* the bytes chunked (chunk byte ranges point into it) */
+    struct chunk_list chunks;
+    float *vecs;     /* chunks.n * dim */
+    size_t embedded; /* chunks [0, embedded) have vectors */
+};
+
+struct run {
+    const struct indexer_env *env;
+    const struct indexer_job *job;
+    struct indexer_result *res;
+    struct indexer_progress *p;
+    struct chunk_options chunk_opt;
+    struct chunker *chunker;
+
+    struct strset seen;
+    struct todo *todo;
+    size_t n_todo, cap_todo, next_todo;
+    bool force; /* the model changed: re-embed unchanged files too */
+
+    struct pending *pend;
+    size_t n_pend, cap_pend;
+    size_t queued; /* chunks chunked but not embedded */
+
+    struct store_txn *wtx;
+    unsigned batches_since_checkpoint, checkpoint_every;
+    bool dirty;            /* wtx holds changes */
+    const char *last_path; /* cursor: the last file written (owned by a pending or todo) */
+    char cursor[STORE_MAX_FILE_PATH + 1];
+
+    int64_t created_ns;
+    double t0;
+};
+
+static void set_message(struct run *run, const char *fmt, ...) _printf_(2, 3);
+static void set_message(struct run *run, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(run->res->message, sizeof(run->res->message), fmt, ap);
+    va_end(ap);
+}
+
+static void note_file_error(struct run *run, const char *path, int error)
+{
+    struct indexer_result *res = run->res;
+    struct indexer_file_error *n;
+
+    log_debug("indexer: %s: %s", path, strerror(-error));
+    if (res->n_errors >= INDEXER_MAX_REPORTED_ERRORS)
+        return;
+    n = array_realloc(res->errors, res->n_errors + 1, sizeof(*n));
+    if (!n)
+        return;
+    res->errors = n;
+    res->errors[res->n_errors].path = strdup(path);
+    if (res->errors[res->n_errors].path)
+        res->errors[res->n_errors++].error = error;
+}
+
+static void report(struct run *run)
+{
+    struct indexer_progress *p = run->p;
+
+    p->elapsed_s = now_s() - run->t0;
+    if (p->chunks_done > 0 && p->embed_s > 0) {
+        double rate = (double)p->chunks_done / (p->elapsed_s - p->scan_s);
+        p->chunks_per_s = rate;
+        p->eta_s = p->chunks_total > p->chunks_done && rate > 0
+                       ? (double)(p->chunks_total - p->chunks_done) / rate
+                       : 0;
+    }
+    if (run->job->progress)
+        run->job->progress(run->job->progress_userdata, p);
+}
+
+/* ---- governor access -------------------------------------------------------------------- */
+
+static void batch_limits(struct run *run, size_t *ret_chunks, uint64_t *ret_tokens)
+{
+    const struct indexer_env *env = run->env;
+
+    if (!env->gov) {
+        *ret_chunks = FIXED_BATCH;
+        *ret_tokens = UINT64_MAX;
+        return;
+    }
+    pthread_mutex_lock(env->gov_lock);
+    *ret_chunks = governor_batch_size(env->gov);
+    *ret_tokens = governor_batch_tokens_max(env->gov);
+    pthread_mutex_unlock(env->gov_lock);
+}
+
+static bool feed_paused(struct run *run)
+{
+    bool paused;
+
+    if (!run->env->gov)
+        return false;
+    pthread_mutex_lock(run->env->gov_lock);
+    paused = governor_feed_paused(run->env->gov);
+    pthread_mutex_unlock(run->env->gov_lock);
+    return paused;
+}
+
+static unsigned take_actions(struct run *run)
+{
+    return run->env->actions ? atomic_exchange(run->env->actions, 0u) : 0u;
+}
+
+static bool cancelled(const struct run *run)
+{
+    return run->job->cancel && atomic_load(run->job->cancel);
+}
+
+/* ---- store writes ----------------------------------------------------------------------- */
+
+static int put_job_row(struct run *run, struct store_txn *t, uint32_t state, int error)
+{
+    struct indexer_progress *p = run->p;
+    struct store_job j = {
+        .id = run->job->id,
+        .repo_id = run->job->repo_id,
+        .state = state,
+        .error = error,
+        .created_ns = run->created_ns,
+        .updated_ns = realtime_ns(),
+        .files_done = p->files_done,
+        .files_total = p->files_total,
+        .chunks_done = p->chunks_done,
+        .chunks_total = p->chunks_total,
+        .cursor = run->cursor,
+        .cursor_len = strlen(run->cursor),
+    };
+
+    return store_job_put(t, &j);
+}
+
+static int ensure_wtx(struct run *run)
+{
+    int r;
+
+    if (run->wtx)
+        return 0;
+    r = store_write_begin(run->env->store, &run->wtx);
+    if (r < 0)
+        set_message(run, "cannot begin a store transaction: %s", store_last_error());
+    return r;
+}
+
+/* Commit what is written so far, with the job row, as one checkpoint. */
+static int checkpoint(struct run *run, uint32_t state, int error)
+{
+    double t = now_s();
+    int r;
+
+    r = ensure_wtx(run);
+    if (r < 0)
+        return r;
+    r = put_job_row(run, run->wtx, state, error);
+    if (r < 0) {
+        store_write_abort(run->wtx);
+        run->wtx = NULL;
+        set_message(run, "cannot write the job row: %s", store_last_error());
+        return r;
+    }
+    r = store_write_commit(run->wtx);
+    run->wtx = NULL;
+    if (r < 0) {
+        set_message(run, "checkpoint commit failed: %s", store_last_error());
+        return r;
+    }
+    run->p->checkpoints++;
+    run->batches_since_checkpoint = 0;
+    if (run->dirty && run->env->committed)
+        run->env->committed(run->env->userdata, run->job->repo_id);
+    run->dirty = false;
+    if (run->env->gov) {
+        pthread_mutex_lock(run->env->gov_lock);
+        governor_note_checkpoint(run->env->gov);
+        pthread_mutex_unlock(run->env->gov_lock);
+    }
+    run->p->store_s += now_s() - t;
+    return 0;
+}
+
+static int write_postings(struct store_txn *t, uint64_t id, const struct chunk *c)
+{
+    struct lexical_tf *tfs = NULL;
+    struct store_term *terms = NULL;
+    size_t n = 0;
+    uint32_t total;
+    int r;
+
+    r = lexical_count_terms(c->text, c->text_len, &tfs, &n, &total);
+    if (r < 0)
+        return r;
+    if (n == 0) {
+        lexical_tf_free(tfs, n);
+        return 0;
+    }
+    terms = array_alloc(n, sizeof(*terms));
+    if (!terms) {
+        lexical_tf_free(tfs, n);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        terms[i] = (struct store_term){.term = tfs[i].term, .tf = tfs[i].tf};
+    r = store_postings_add(t, id, total, terms, n);
+    free(terms);
+    lexical_tf_free(tfs, n);
+    return r;
+}
+
+/* Write one fully embedded file into the open transaction. */
+static int write_file(struct run *run, struct pending *f)
+{
+    uint32_t dim = run->env->embed->dim;
+    struct store_file row = {
+        .path = f->path,
+        .mtime_ns = f->mtime_ns,
+        .size = f->size,
+        .n_chunks = (uint32_t)f->chunks.n,
+    };
+    struct store_txn *t;
+    uint64_t first = 0;
+    double t0 = now_s();
+    int r;
+
+    r = ensure_wtx(run);
+    if (r < 0)
+        return r;
+    t = run->wtx;
+    memcpy(row.hash, f->hash, sizeof(row.hash));
+    if (f->chunks.n > 0) {
+        r = store_chunk_ids_alloc(t, run->job->repo_id, (uint32_t)f->chunks.n, &first);
+        if (r < 0)
+            goto fail;
+    }
+    row.first_chunk = first;
+    for (size_t i = 0; i < f->chunks.n; i++) {
+        const struct chunk *c = &f->chunks.items[i];
+        struct store_chunk sc = {
+            .id = first + i,
+            .path = f->path,
+            .language = c->language,
+            .symbol = c->symbol,
+            .start_line = c->start_line,
+            .end_line = c->end_line,
+            .text_offset = c->start_byte,
+            .text_len = (uint32_t)(c->end_byte - c->start_byte),
+        };
+        sha256(f->content + c->start_byte, c->end_byte - c->start_byte, sc.hash);
+        r = store_chunk_put(t, &sc);
+        if (r < 0)
+            goto fail;
+        r = store_vector_put(t, sc.id, f->vecs + i * dim, dim);
+        if (r < 0)
+            goto fail;
+        r = write_postings(t, sc.id, c);
+        if (r < 0)
+            goto fail;
+    }
+    r = store_file_put(t, run->job->repo_id, &row);
+    if (r < 0)
+        goto fail;
+    run->dirty = true;
+    snprintf(run->cursor, sizeof(run->cursor), "%s", f->path);
+    run->p->store_s += now_s() - t0;
+    return 0;
+fail:
+    set_message(run, "writing %s failed: %s", f->path, store_last_error());
+    return r;
+}
+
+/* ---- phase 1: scan ---------------------------------------------------------------------- */
+
+struct scan_ctx {
+    struct run *run;
+    struct store_txn *rtx;
+};
+
+static int on_scanned(void *userdata, const struct scan_file *f)
+{
+    struct scan_ctx *sc = userdata;
+    struct run *run = sc->run;
+    struct store_file row;
+    uint8_t hash[SHA256_DIGEST_SIZE];
+    int r;
+
+    if (cancelled(run))
+        return -ECANCELED;
+    if (strlen(f->path) > STORE_MAX_FILE_PATH) {
+        note_file_error(run, f->path, -ENAMETOOLONG);
+        return 0;
+    }
+    r = strset_add(&run->seen, f->path);
+    if (r < 0)
+        return r;
+    run->p->files_scanned++;
+    sha256(f->content, f->size, hash);
+    r = store_file_get(sc->rtx, run->job->repo_id, f->path, &row);
+    if (r == 0 && !run->force && memcmp(row.hash, hash, sizeof(hash)) == 0) {
+        run->p->files_unchanged++;
+        return 0;
+    }
+    if (r < 0 && r != -ENOENT)
+        return r;
+    r = array_grow((void **)&run->todo, &run->cap_todo, run->n_todo + 1, sizeof(*run->todo));
+    if (r < 0)
+        return r;
+    run->todo[run->n_todo].path = strdup(f->path);
+    if (!run->todo[run->n_todo].path)
+        return -ENOMEM;
+    run->todo[run->n_todo++].size = f->size;
+    run->p->bytes_total += f->size;
+    if (run->p->files_scanned % 1000 == 0)
+        report(run);
+    return 0;
+}
+
+struct vanished {
+    char **paths;
+    size_t n, cap;
+    const struct strset *seen;
+};
+
+static int on_stored_file(void *userdata, const struct store_file *f)
+{
+    struct vanished *v = userdata;
+    int r;
+
+    if (strset_has(v->seen, f->path))
+        return 0;
+    r = array_grow((void **)&v->paths, &v->cap, v->n + 1, sizeof(*v->paths));
+    if (r < 0)
+        return r;
+    v->paths[v->n] = strdup(f->path);
+    return v->paths[v->n++] ? 0 : -ENOMEM;
+}
+
+static int phase_scan(struct run *run)
+{
+    struct scan_ctx sc = {.run = run};
+    struct vanished v = {.seen = &run->seen};
+    const void *model;
+    size_t model_len;
+    double t = now_s();
+    int r;
+
+    run->p->phase = "scanning";
+    report(run);
+    r = store_read_begin(run->env->store, &sc.rtx);
+    if (r < 0) {
+        set_message(run, "cannot read the store: %s", store_last_error());
+        return r;
+    }
+    /* A different model makes every stored vector incomparable: re-embed everything. */
+    r = store_meta_get(sc.rtx, META_MODEL_KEY, &model, &model_len);
+    run->force = r == 0 && (model_len != strlen(run->env->embed->model_id) ||
+                            memcmp(model, run->env->embed->model_id, model_len) != 0);
+    r = scan_repo(run->job->root, &run->env->scan, on_scanned, &sc, &run->res->scan);
+    if (r >= 0)
+        r = store_file_foreach(sc.rtx, run->job->repo_id, NULL, on_stored_file, &v);
+    store_read_end(sc.rtx);
+    run->p->scan_s += now_s() - t;
+    if (r < 0) {
+        if (r != -ECANCELED)
+            set_message(run, "scanning %s failed: %s", run->job->root, strerror(-r));
+        goto out;
+    }
+    run->p->files_total = run->n_todo;
+    /* Rough chunk estimate until real counts arrive: one chunk per ~1 KiB of code. */
+    run->p->chunks_total = run->p->bytes_total / 1024 + run->n_todo;
+
+    if (v.n > 0 || run->force) {
+        r = ensure_wtx(run);
+        if (r < 0)
+            goto out;
+        for (size_t i = 0; i < v.n; i++) {
+            r = store_file_delete(run->wtx, run->job->repo_id, v.paths[i]);
+            if (r < 0 && r != -ENOENT) {
+                set_message(run, "deleting %s failed: %s", v.paths[i], store_last_error());
+                goto out;
+            }
+        }
+        if (run->force)
+            r = store_meta_put(run->wtx, META_MODEL_KEY, run->env->embed->model_id,
+                               strlen(run->env->embed->model_id));
+        if (r < 0)
+            goto out;
+        run->p->files_deleted = v.n;
+        run->dirty = true;
+        r = 0;
+    } else {
+        /* Record the model on the first index of this data directory. */
+        r = ensure_wtx(run);
+        if (r >= 0)
+            r = store_meta_put(run->wtx, META_MODEL_KEY, run->env->embed->model_id,
+                               strlen(run->env->embed->model_id));
+    }
+out:
+    for (size_t i = 0; i < v.n; i++)
+        free(v.paths[i]);
+    free(v.paths);
+    return r;
+}
+
+/* ---- phase 2: chunk, embed, write ------------------------------------------------------- */
+
+static void pending_release(struct pending *f)
+{
+    free(f->path);
+    free(f->content);
+    chunk_list_release(&f->chunks);
+    free(f->vecs);
+}
+
+/* Read root/path into a malloc'd buffer, refusing symlinks and anything over `limit` bytes. */
+static int read_file(const char *root, const char *path, uint64_t limit, char **ret,
+                     size_t *ret_len, int64_t *ret_mtime)
+{
+    _cleanup_free_ char *full = path_join(root, path);
+    _cleanup_close_ int fd = -1;
+    _cleanup_free_ char *buf = NULL;
+    struct stat st;
+    size_t len = 0;
+
+    if (!full)
+        return -ENOMEM;
+    fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode))
+        return -EINVAL;
+    if ((uint64_t)st.st_size > limit)
+        return -EFBIG;
+    buf = malloc((size_t)st.st_size + 1);
+    if (!buf)
+        return -ENOMEM;
+    while (len < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    *ret = TAKE_PTR(buf);
+    *ret_len = len;
+    *ret_mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    return 0;
+}
+
+/* Chunk the next file of the todo list onto the pending queue.  0 also when it was skipped. */
+static int enqueue_next_file(struct run *run)
+{
+    struct todo *td = &run->todo[run->next_todo++];
+    struct pending f = {0};
+    size_t len = 0;
+    double t = now_s();
+    int r;
+
+    r = read_file(run->job->root, td->path, run->env->scan.max_file_size, &f.content, &len,
+                  &f.mtime_ns);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0 || scan_content_is_binary(f.content, len)) {
+        /* Gone, changed into something we skip, or unreadable since the scan: report it. */
+        if (r < 0 && r != -ENOENT)
+            note_file_error(run, td->path, r);
+        free(f.content);
+        run->p->files_done++;
+        run->p->bytes_done += td->size;
+        return 0;
+    }
+    f.size = len;
+    sha256(f.content, len, f.hash);
+    chunk_list_init(&f.chunks);
+    r = chunk_file(run->chunker, td->path, f.content, len, &run->chunk_opt, &f.chunks);
+    if (r < 0) {
+        if (r == -ENOMEM)
+            goto fail;
+        /* Too many chunks or too big for the chunker: index nothing, but keep the row so the
+         * file is not retried until it changes. */
+        note_file_error(run, td->path, r);
+        chunk_list_init(&f.chunks);
+    }
+    run->p->chunk_s += now_s() - t;
+    f.vecs = array_alloc(MAX(f.chunks.n, (size_t)1), run->env->embed->dim * sizeof(float));
+    f.path = strdup(td->path);
+    if (!f.vecs || !f.path) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    r = array_grow((void **)&run->pend, &run->cap_pend, run->n_pend + 1, sizeof(*run->pend));
+    if (r < 0)
+        goto fail;
+    run->pend[run->n_pend++] = f;
+    run->queued += f.chunks.n;
+    /* Refine the estimate: chunks so far per byte so far, times bytes left. */
+    run->p->bytes_done += td->size;
+    uint64_t known = run->p->chunks_done + run->queued;
+    if (run->p->bytes_done > 0 && run->p->bytes_total > run->p->bytes_done)
+        run->p->chunks_total =
+            known + (uint64_t)((double)known / (double)run->p->bytes_done *
+                               (double)(run->p->bytes_total - run->p->bytes_done));
+    else
+        run->p->chunks_total = known;
+    return 0;
+fail:
+    pending_release(&f);
+    set_message(run, "out of memory chunking %s", td->path);
+    return r;
+}
+
+/* Embed n chunks, re-running pieces after -ENOMEM as the governor directs. */
+static int embed_chunks(struct run *run, const char *const *texts, const size_t *lens, size_t n,
+                        float *out)
+{
+    const struct indexer_embed *e = run->env->embed;
+    size_t done = 0, piece = n;
+    unsigned ooms = 0;
+    int r;
+
+    while (done < n) {
+        size_t m = MIN(piece, n - done);
+
+        r = e->embed(e->ctx, texts + done, lens + done, m, out + done * e->dim);
+        if (r == -ENOMEM) {
+            unsigned actions = 0;
+            int next;
+
+            ooms++;
+            if (run->env->gov) {
+                pthread_mutex_lock(run->env->gov_lock);
+                next = governor_batch_oom(run->env->gov, (unsigned)m, &actions);
+                pthread_mutex_unlock(run->env->gov_lock);
+            } else {
+                next = m > 1 ? (int)(m / 2) : -ENOMEM;
+            }
+            if (next < 0) {
+                set_message(run,
+                            "embedding ran out of memory %u times, down to %zu chunks "
+                            "per batch; raise the memory limit",
+                            ooms, m);
+                return -ENOMEM;
+            }
+            if (actions & GOVERNOR_ACTION_MALLOC_TRIM)
+                pressure_malloc_trim();
+            log_debug("indexer: embedding %zu chunks ran out of memory, retrying by %d", m, next);
+            piece = (size_t)next;
+            continue;
+        }
+        if (r < 0) {
+            set_message(run, "embedding failed: %s", strerror(-r));
+            return r;
+        }
+        done += m;
+    }
+    return 0;
+}
+
+/* Write the fully embedded files at the head of the queue. */
+static int flush_embedded(struct run *run)
+{
+    size_t k = 0;
+    int r = 0;
+
+    while (k < run->n_pend && run->pend[k].embedded == run->pend[k].chunks.n) {
+        r = write_file(run, &run->pend[k]);
+        if (r < 0)
+            break;
+        run->p->files_done++;
+        pending_release(&run->pend[k]);
+        k++;
+    }
+    memmove(run->pend, run->pend + k, (run->n_pend - k) * sizeof(*run->pend));
+    run->n_pend -= k;
+    return r;
+}
+
+/* Wait while the governor has paused feeding (CRITICAL), committing first. */
+static int wait_while_paused(struct run *run)
+{
+    int r;
+
+    if (!feed_paused(run))
+        return 0;
+    if (run->dirty) {
+        r = checkpoint(run, JOB_STATE_RUNNING, 0);
+        if (r < 0)
+            return r;
+    }
+    pressure_malloc_trim();
+    log_info("indexer: memory pressure is critical, pausing job %" PRIu64, run->job->id);
+    while (feed_paused(run) && !cancelled(run)) {
+        struct timespec ts = {0, PAUSE_POLL_NS};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* Cut one batch from the queue, embed it and write finished files. 0, or <0. */
+static int run_batch(struct run *run)
+{
+    const struct indexer_embed *e = run->env->embed;
+    size_t max_chunks, n = 0;
+    uint64_t max_tokens, tokens = 0;
+    const char **texts = NULL;
+    size_t *lens = NULL;
+    float *out = NULL;
+    double t;
+    int r;
+
+    batch_limits(run, &max_chunks, &max_tokens);
+    run->p->batch_size = (unsigned)max_chunks;
+    texts = array_alloc(max_chunks, sizeof(*texts));
+    lens = array_alloc(max_chunks, sizeof(*lens));
+    if (!texts || !lens) {
+        r = -ENOMEM;
+        goto out;
+    }
+    /* Walk the queue from the first file with unembedded chunks. */
+    for (size_t fi = 0; fi < run->n_pend && n < max_chunks; fi++) {
+        struct pending *f = &run->pend[fi];
+        for (size_t ci = f->embedded; ci < f->chunks.n && n < max_chunks; ci++) {
+            const struct chunk *c = &f->chunks.items[ci];
+            if (n > 0 && tokens + c->n_tokens > max_tokens)
+                goto cut;
+            texts[n] = c->text;
+            lens[n] = c->text_len;
+            tokens += c->n_tokens;
+            n++;
+        }
+    }
+cut:
+    out = array_alloc(MAX(n, (size_t)1), e->dim * sizeof(float));
+    if (!out) {
+        r = -ENOMEM;
+        goto out;
+    }
+    t = now_s();
+    r = embed_chunks(run, texts, lens, n, out);
+    run->p->embed_s += now_s() - t;
+    if (r < 0)
+        goto out;
+    /* Hand the vectors back to their files, in the same order they were cut. */
+    size_t k = 0;
+    for (size_t fi = 0; fi < run->n_pend && k < n; fi++) {
+        struct pending *f = &run->pend[fi];
+        while (f->embedded < f->chunks.n && k < n) {
+            memcpy(f->vecs + f->embedded * e->dim, out + k * e->dim, e->dim * sizeof(float));
+            f->embedded++;
+            k++;
+        }
+    }
+    run->queued -= n;
+    run->p->chunks_done += n;
+    run->p->tokens_done += tokens;
+    if (run->env->gov) {
+        pthread_mutex_lock(run->env->gov_lock);
+        governor_batch_done(run->env->gov, (unsigned)n);
+        pthread_mutex_unlock(run->env->gov_lock);
+    }
+    r = flush_embedded(run);
+    if (r < 0)
+        goto out;
+    run->batches_since_checkpoint++;
+    unsigned actions = take_actions(run);
+    if (run->batches_since_checkpoint >= run->checkpoint_every ||
+        (actions & (GOVERNOR_ACTION_CHECKPOINT | GOVERNOR_ACTION_FLUSH))) {
+        r = checkpoint(run, JOB_STATE_RUNNING, 0);
+        if (r < 0)
+            goto out;
+    }
+    if (actions & GOVERNOR_ACTION_MALLOC_TRIM)
+        pressure_malloc_trim();
+    report(run);
+out:
+    free(texts);
+    free(lens);
+    free(out);
+    return r;
+}
+
+static int phase_embed(struct run *run)
+{
+    int r;
+
+    run->p->phase = "embedding";
+    report(run);
+    for (;;) {
+        size_t want;
+        uint64_t max_tokens;
+
+        if (cancelled(run))
+            return -ECANCELED;
+        r = wait_while_paused(run);
+        if (r < 0)
+            return r;
+        batch_limits(run, &want, &max_tokens);
+        /* Chunk ahead until a full batch is queued or the list is exhausted. */
+        while (run->queued < want && run->next_todo < run->n_todo) {
+            r = enqueue_next_file(run);
+            if (r < 0)
+                return r;
+            /* Files without chunks are complete at once. */
+            r = flush_embedded(run);
+            if (r < 0)
+                return r;
+        }
+        if (run->queued == 0) {
+            r = flush_embedded(run);
+            return r;
+        }
+        r = run_batch(run);
+        if (r < 0)
+            return r;
+    }
+}
+
+void indexer_result_release(struct indexer_result *r)
+{
+    for (size_t i = 0; i < r->n_errors; i++)
+        free(r->errors[i].path);
+    free(r->errors);
+    scan_report_release(&r->scan);
+    *r = (struct indexer_result){0};
+}
+
+static int load_job_row(struct run *run)
+{
+    struct store_txn *t;
+    struct store_job j;
+    int r;
+
+    run->created_ns = realtime_ns();
+    r = store_read_begin(run->env->store, &t);
+    if (r < 0)
+        return r;
+    if (store_job_get(t, run->job->id, &j) == 0)
+        run->created_ns = j.created_ns;
+    store_read_end(t);
+    return 0;
+}
+
+int indexer_run(const struct indexer_env *env, const struct indexer_job *job,
+                struct indexer_result *ret)
+{
+    struct run run = {.env = env, .job = job, .res = ret};
+    uint32_t state;
+    int r;
+
+    *ret = (struct indexer_result){0};
+    run.p = &ret->progress;
+    run.t0 = now_s();
+    run.p->eta_s = -1;
+    run.chunk_opt = env->chunk;
+    run.chunk_opt.count_tokens = env->embed->count_tokens;
+    run.chunk_opt.count_ctx = env->embed->count_ctx;
+    run.chunk_opt.max_tokens = env->embed->max_tokens;
+    if (run.chunk_opt.merge_tokens > run.chunk_opt.max_tokens)
+        run.chunk_opt.merge_tokens = run.chunk_opt.max_tokens;
+
+    r = load_job_row(&run);
+    if (r < 0) {
+        set_message(&run, "cannot read the job row: %s", store_last_error());
+        return r;
+    }
+    r = chunker_new(&run.chunker);
+    if (r < 0) {
+        set_message(&run, "cannot create a chunker: %s", strerror(-r));
+        return r;
+    }
+    if (env->gov) {
+        pthread_mutex_lock(env->gov_lock);
+        governor_job_begin(env->gov);
+        governor_set_token_cost(env->gov, env->embed->bytes_per_token, env->embed->max_tokens);
+        pthread_mutex_unlock(env->gov_lock);
+    }
+
+    r = phase_scan(&run);
+    if (r >= 0) {
+        /* COARCH_CHECKPOINT_FREQUENCY, else every 5 batches (3 for jobs over 10,000 chunks). */
+        struct pressure_config pc = {.checkpoint_frequency = env->checkpoint_every};
+        run.checkpoint_every = pressure_checkpoint_frequency(&pc, run.p->chunks_total);
+        /* Commit the scan's deletions before the long part, so they count as progress. */
+        r = checkpoint(&run, JOB_STATE_RUNNING, 0);
+    }
+    if (r >= 0)
+        r = phase_embed(&run);
+
+    if (r >= 0) {
+        state = JOB_STATE_DONE;
+        run.p->chunks_total = run.p->chunks_done;
+        run.p->phase = "done";
+    } else {
+        state = r == -ECANCELED ? JOB_STATE_CANCELLED : JOB_STATE_FAILED;
+        if (r == -ECANCELED)
+            set_message(&run, "cancelled");
+        run.p->phase = job_state_to_string(state);
+    }
+    /*
+     * The final checkpoint keeps every completed file, also for a cancelled or failed job.  If
+     * the open transaction itself failed (a poisoned write), it is gone; record the job's end
+     * in a fresh one so the row never claims to be running.
+     */
+    {
+        char saved[sizeof(ret->message)];
+        int rc;
+
+        memcpy(saved, ret->message, sizeof(saved));
+        rc = checkpoint(&run, state, r < 0 ? r : 0);
+        if (rc < 0 && r < 0)
+            rc = checkpoint(&run, state, r);
+        if (r < 0)
+            memcpy(ret->message, saved, sizeof(saved));
+        if (rc < 0 && r >= 0)
+            r = rc;
+    }
+    if (r >= 0) {
+        struct store_txn *t;
+        if (store_write_begin(env->store, &t) >= 0) {
+            if (store_repo_set_indexed(t, job->repo_id, realtime_ns()) >= 0)
+                store_write_commit(t);
+            else
+                store_write_abort(t);
+        }
+    }
+    report(&run);
+
+    for (size_t i = 0; i < run.n_pend; i++)
+        pending_release(&run.pend[i]);
+    free(run.pend);
+    for (size_t i = 0; i < run.n_todo; i++)
+        free(run.todo[i].path);
+    free(run.todo);
+    strset_release(&run.seen);
+    chunker_free(run.chunker);
+    return r;
+}

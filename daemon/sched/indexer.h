@@ -1,0 +1,135 @@
+/*
+ * indexer.h - one indexing job, run start to finish on the calling (worker) thread:
+ * scan -> hash -> chunk -> embed -> store, incremental and crash-safe.
+ *
+ * DESIGN
+ *
+ * Two phases.  Phase 1 walks the repository (scan.h) and hashes every file (SHA-256); a file
+ * whose hash equals its stored row costs nothing more.  The walk yields the list of changed and
+ * new files (paths and sizes only, so memory is O(files), not O(bytes)) and the set of paths
+ * seen, from which files that vanished (deleted, renamed, newly ignored, now binary or too
+ * large) are deleted from the store.  Totals for progress and ETA come from this phase.
+ *
+ * Phase 2 re-reads each changed file, chunks it, and queues its chunks.  Batches are cut from
+ * the queue at the memory governor's size and token budget and embedded; a batch that fails
+ * with -ENOMEM is re-run in smaller pieces (governor_batch_oom()), so no chunk is ever dropped.
+ * When every chunk of a file has its vector, the file is written into the open write
+ * transaction: its chunk rows, vectors, lexical postings and finally its file row, which
+ * replaces (and deletes) the chunks of the file's previous version.
+ *
+ * Checkpoints.  The write transaction is committed, together with the job row (progress and
+ * cursor), every `checkpoint_every` batches, when the governor asks (rise to HIGH/CRITICAL),
+ * and at the end.  Because a file's rows and its file row commit together, kill -9 at any
+ * instant leaves the store at the last checkpoint: files written before it are complete and
+ * carry their new hash, files after it are untouched.  Resuming is simply running the job
+ * again: phase 1 finds the checkpointed files unchanged and skips them.  Nothing is lost,
+ * nothing duplicated, and no vector exists without its chunk row.
+ *
+ * Memory is bounded by the batch size, one file's content and chunks, the file list, and the
+ * governor's token budget; never by the repository's bytes.
+ *
+ * Threading: indexer_run() runs on one worker thread, which is then the store's only writer.
+ * The governor is shared with the loop thread under env->gov_lock.
+ */
+#ifndef COARCH_SCHED_INDEXER_H
+#define COARCH_SCHED_INDEXER_H
+
+#include "chunk.h"
+#include "governor.h"
+#include "scan.h"
+#include "store.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Job states in the store's jobs table. */
+enum job_state {
+    JOB_STATE_QUEUED = 0,
+    JOB_STATE_RUNNING = 1,
+    JOB_STATE_DONE = 2,
+    JOB_STATE_FAILED = 3,
+    JOB_STATE_CANCELLED = 4,
+};
+const char *job_state_to_string(uint32_t state);
+
+/* The embedding model as the indexer sees it. */
+struct indexer_embed {
+    void *ctx;
+    const char *model_id; /* stored with the index; a different model re-embeds everything */
+    uint32_t dim;
+    uint32_t max_tokens; /* model max sequence length, special tokens included */
+    chunk_count_tokens_fn count_tokens;
+    void *count_ctx;
+    uint64_t bytes_per_token; /* transient memory per token of a batch, for the governor */
+    /* Embed n texts into out[n * dim].  0, or -ENOMEM (retried smaller), or another error. */
+    int (*embed)(void *ctx, const char *const *texts, const size_t *lens, size_t n, float *out);
+};
+
+/* Governor actions the loop thread forwards to a running job (atomic bit mailbox). */
+struct indexer_env {
+    struct store *store;
+    const struct indexer_embed *embed;
+    struct governor *gov;      /* may be NULL: fixed batches of 64 */
+    pthread_mutex_t *gov_lock; /* guards gov; required when gov is set */
+    atomic_uint *actions;      /* may be NULL; enum governor_action bits from the loop */
+    struct scan_options scan;
+    struct chunk_options chunk; /* count_tokens/max_tokens are set from embed */
+    unsigned checkpoint_every;  /* batches; 0: pressure_checkpoint_frequency() policy */
+    /* Called after every commit that changed `repo` (search caches rebuild). May be NULL. */
+    void (*committed)(void *userdata, uint32_t repo);
+    void *userdata;
+};
+
+struct indexer_progress {
+    const char *phase;                /* "scanning", "embedding", "finishing", "done" */
+    uint64_t files_total, files_done; /* files to (re)index in phase 2 */
+    uint64_t files_scanned, files_unchanged, files_deleted;
+    uint64_t bytes_total, bytes_done;
+    uint64_t chunks_total; /* estimate until every file is chunked */
+    uint64_t chunks_done;
+    uint64_t tokens_done;
+    uint64_t checkpoints;
+    unsigned batch_size;
+    double elapsed_s, chunks_per_s, eta_s;    /* eta_s < 0: unknown */
+    double scan_s, chunk_s, embed_s, store_s; /* time per stage */
+};
+
+typedef void (*indexer_progress_fn)(void *userdata, const struct indexer_progress *p);
+
+struct indexer_job {
+    uint64_t id;      /* its row in the jobs table (created by the caller) */
+    uint32_t repo_id; /* store_repo_get_or_create() of root */
+    const char *root; /* absolute, realpath()ed */
+    const atomic_bool *cancel;
+    indexer_progress_fn progress;
+    void *progress_userdata;
+};
+
+/* A file that could not be indexed (reported in the job result, never fatal). */
+struct indexer_file_error {
+    char *path;
+    int error;
+};
+
+struct indexer_result {
+    struct indexer_progress progress;
+    struct scan_report scan;
+    struct indexer_file_error *errors; /* up to INDEXER_MAX_REPORTED_ERRORS */
+    size_t n_errors;
+    char message[256]; /* a sentence when indexer_run() failed */
+};
+
+#define INDEXER_MAX_REPORTED_ERRORS 100
+
+void indexer_result_release(struct indexer_result *r);
+
+/*
+ * Run the job.  Returns 0 (done), -ECANCELED (cancelled: work up to the cancel is committed),
+ * or a negative errno with ret->message explaining it (committed checkpoints stay).  The job
+ * row's state is updated in every case.  *ret is filled in every case; release it.
+ */
+int indexer_run(const struct indexer_env *env, const struct indexer_job *job,
+                struct indexer_result *ret);
+
+#endif

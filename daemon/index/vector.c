@@ -181,6 +181,11 @@ size_t vec_set_dim(const struct vec_set *s)
     return s->dim;
 }
 
+uint64_t vec_set_id(const struct vec_set *s, size_t i)
+{
+    return s->ids[i];
+}
+
 size_t vec_set_memory(const struct vec_set *s)
 {
     return sizeof(*s) + s->cap * (sizeof(*s->ids) + sizeof(*s->scales) + s->dim);
@@ -204,7 +209,7 @@ int vec_set_search(const struct vec_set *s, const float *query, size_t k, vec_ke
         return r;
     }
     for (size_t i = 0; i < s->n; i++) {
-        if (keep && !keep(userdata, s->ids[i]))
+        if (keep && !keep(userdata, s->ids[i], i))
             continue;
         int32_t d = vec_dot_i8(qq, s->q + i * s->dim, s->dim);
         topk_push(&cand, s->ids[i], (double)d * s->scales[i] * qscale);

@@ -40,6 +40,8 @@ int vec_set_add(struct vec_set *s, uint64_t id, const float *v);
 size_t vec_set_count(const struct vec_set *s);
 size_t vec_set_dim(const struct vec_set *s);
 size_t vec_set_memory(const struct vec_set *s);
+/* The id at position i (insertion order). */
+uint64_t vec_set_id(const struct vec_set *s, size_t i);
 
 /*
  * Look up the exact fp32 vector of `id` for re-ranking; return NULL when it is gone (the
@@ -49,10 +51,11 @@ typedef const float *(*vec_lookup_fn)(void *userdata, uint64_t id);
 
 /*
  * The best `k` ids by cosine with `query` (normalised), written into *out (initialised by the
- * caller with topk_init(out, k)); `keep` may filter candidates (NULL keeps all).  When lookup is
+ * caller with topk_init(out, k)); `keep` may filter candidates (NULL keeps all); it gets the
+ * id and its position in insertion order.  When lookup is
  * NULL the approximate scores are returned.  Returns the number of results or -ENOMEM.
  */
-typedef bool (*vec_keep_fn)(void *userdata, uint64_t id);
+typedef bool (*vec_keep_fn)(void *userdata, uint64_t id, size_t index);
 int vec_set_search(const struct vec_set *s, const float *query, size_t k, vec_keep_fn keep,
                    vec_lookup_fn lookup, void *userdata, struct topk *out);
 

@@ -71,9 +71,9 @@ static const float *lookup(void *ud, uint64_t id)
     return id < w->n ? w->vecs + id * DIM : NULL;
 }
 
-static bool keep_even(void *ud, uint64_t id)
+static bool keep_even(void *ud, uint64_t id, size_t index)
 {
-    return id % 2 == 0;
+    return id % 2 == 0 && index == id;
 }
 
 TEST(search_matches_exact)

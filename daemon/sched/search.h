@@ -1,0 +1,88 @@
+/*
+ * search.h - answering a query over the index: semantic top-k (vector.h), BM25 over the lexical
+ * postings (lexical.h), fused with reciprocal rank fusion, with path and language filters.
+ *
+ * DESIGN
+ *
+ * The vectors of a repository are scanned from an in-memory copy (a struct vec_set: int8, a
+ * quarter of the fp32 bytes) plus, for filtering without a store lookup per candidate, each
+ * chunk's path and language.  The copy is built on first use from the store and dropped when a
+ * commit changes the repository (search_cache_invalidate(), wired to the indexer's `committed`
+ * callback); the exact fp32 vectors used for re-ranking are read from the store's map.
+ *
+ * Hybrid ranking: the best SEARCH_FUSE_DEPTH of each list are fused with RRF (k = 60), which
+ * needs no score calibration between cosine and BM25.  A result's `score` is the fused score in
+ * hybrid mode, the cosine in semantic mode and the BM25 score in lexical mode.
+ *
+ * Threading: search_run() may be called from several worker threads at once; the cache is
+ * guarded by its own lock and each search uses its own read transaction.
+ */
+#ifndef COARCH_SCHED_SEARCH_H
+#define COARCH_SCHED_SEARCH_H
+
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SEARCH_MAX_K 1000
+#define SEARCH_FUSE_DEPTH 100
+
+enum search_mode {
+    SEARCH_MODE_HYBRID,
+    SEARCH_MODE_SEMANTIC,
+    SEARCH_MODE_LEXICAL,
+};
+
+/* "hybrid" | "semantic" | "lexical" -> mode; -EINVAL otherwise. */
+int search_mode_from_string(const char *s, enum search_mode *ret);
+const char *search_mode_to_string(enum search_mode mode);
+
+struct search_cache;
+
+struct search_cache *search_cache_new(void);
+struct search_cache *search_cache_free(struct search_cache *c);
+/* Forget what is cached for `repo` (0: every repository). Any thread. */
+void search_cache_invalidate(struct search_cache *c, uint32_t repo);
+/* Bytes held by cached vector sets, for status and the memory governor. */
+size_t search_cache_memory(struct search_cache *c);
+
+struct search_request {
+    uint32_t repo;          /* 0: every indexed repository */
+    const char *query;      /* the text, for BM25 */
+    const float *query_vec; /* normalised embedding of the query; NULL for lexical mode */
+    uint32_t dim;
+    size_t k; /* 1..SEARCH_MAX_K */
+    enum search_mode mode;
+    const char *path_glob; /* NULL: all; without '/', matched against the file name */
+    const char *language;  /* NULL: all; e.g. "python" */
+};
+
+struct search_hit {
+    uint64_t chunk_id;
+    uint32_t repo;
+    char *repo_path; /* absolute */
+    char *path;      /* relative to repo_path */
+    uint32_t start_line, end_line;
+    char *symbol, *language;
+    double score;
+    double semantic, lexical;        /* the two scores (0 when the chunk was not in that list) */
+    int semantic_rank, lexical_rank; /* 1-based; 0 = not in that list */
+    uint64_t text_offset;
+    uint32_t text_len;
+};
+
+void search_hits_free(struct search_hit *hits, size_t n);
+
+/*
+ * Run a search.  *ret (malloc'd, best first; free with search_hits_free()) holds at most k
+ * hits.  Returns the number of hits, -ENOENT (repo not indexed), -EINVAL (bad request, e.g. a
+ * semantic search without a vector or with the wrong dimension), -ENOMEM, or a store error.
+ */
+int search_run(struct store *store, struct search_cache *cache, const struct search_request *req,
+               struct search_hit **ret);
+
+/* Does `path` match the --path filter `glob`? (No '/' in glob: the file name must match.) */
+bool search_path_matches(const char *glob, const char *path);
+
+#endif

@@ -135,18 +135,26 @@ static void gate_leave(struct store *s, struct store_txn *t)
  * lock with no LMDB write transaction), and here we hold new readers back and wait for the live
  * ones to end.  A reader held by this very thread would never end: refuse with -EDEADLK.
  */
-static int env_remap(struct store *s, uint64_t size)
+/* Whether the calling thread began a read transaction that is still live (gate_lock held). */
+static bool gate_held_by_self(struct store *s)
 {
     pthread_t self = pthread_self();
+
+    for (struct store_txn *r = s->readers; r; r = r->next)
+        if (pthread_equal(r->owner, self))
+            return true;
+    return false;
+}
+
+static int env_remap(struct store *s, uint64_t size)
+{
     int rc;
 
     pthread_mutex_lock(&s->gate_lock);
-    for (struct store_txn *r = s->readers; r; r = r->next)
-        if (pthread_equal(r->owner, self)) {
-            pthread_mutex_unlock(&s->gate_lock);
-            return store_error(-EDEADLK,
-                               "cannot resize the map: this thread holds a read transaction");
-        }
+    if (gate_held_by_self(s)) {
+        pthread_mutex_unlock(&s->gate_lock);
+        return store_error(-EDEADLK, "cannot resize the map: this thread holds a read transaction");
+    }
     s->remap_waiters++;
     while (s->n_readers > 0)
         pthread_cond_wait(&s->gate_cond, &s->gate_lock);
@@ -274,6 +282,13 @@ int store_write_begin(struct store *s, struct store_txn **ret)
 
     if (s->read_only)
         return store_error(-EROFS, "store at %s is open read-only", s->dir);
+    /* Waiting for the write lock while holding a reader can deadlock: the current writer may
+     * be waiting for that very reader to end so it can grow the map. */
+    pthread_mutex_lock(&s->gate_lock);
+    r = gate_held_by_self(s);
+    pthread_mutex_unlock(&s->gate_lock);
+    if (r)
+        return store_error(-EDEADLK, "write transaction begun by a thread holding a read one");
     t = txn_new(s, true);
     if (!t)
         return store_error(-ENOMEM, "out of memory");

@@ -27,8 +27,10 @@
  *  - the log holds a copy of everything written in the transaction until commit, so memory is
  *    bounded by the size of a checkpoint (range deletions are logged as one record);
  *  - pointers borrowed from a WRITE transaction are valid only until the next write through it;
- *  - a thread that holds a live read transaction must not write (the resize would wait for it
- *    forever): the store detects this and the write fails with -EDEADLK;
+ *  - a thread that holds a live read transaction must not begin or use a write transaction:
+ *    a resize would wait for that reader forever (and a writer elsewhere may be resizing while
+ *    this thread waits for the write lock).  The store refuses both with -EDEADLK ("holds"
+ *    means "began and has not ended": with MDB_NOTLS that is the only ownership there is);
  *  - if another process commits between abort and replay the transaction fails with -ESTALE
  *    (coarchd is the only writer of its data directory, so this does not happen in practice).
  * A write that fails part-way through one of the typed calls poisons the transaction: every
@@ -114,7 +116,7 @@ int store_read_begin(struct store *s, struct store_txn **ret);
 void store_read_end(struct store_txn *t);
 
 /* Begin the write transaction; blocks while another thread has one.  -EROFS on a read-only
- * store, -EDEADLK when this thread already has one. */
+ * store, -EDEADLK when this thread already has one or holds a read transaction. */
 int store_write_begin(struct store *s, struct store_txn **ret);
 /* Commit and free t (also on failure).  0 once durable; -ENOSPC when the map cannot grow or the
  * disk is full; a poisoned transaction returns its first error and is aborted. */

@@ -766,9 +766,13 @@ TEST(resize_refused_while_writer_holds_a_reader)
     ASSERT_OK(store_repo_get_or_create(t, "/src/dl", &repo));
     ASSERT_OK(store_write_commit(t));
 
-    /* This thread holds a read transaction, so waiting for readers would hang forever. */
+    /* Beginning a write while holding a read is refused outright... */
     ASSERT_OK(store_read_begin(s, &r));
+    ASSERT_EQ(store_write_begin(s, &t), -EDEADLK);
+    store_read_end(r);
+    /* ...and a read begun during the write makes a resize refuse to wait for it forever. */
     ASSERT_OK(store_write_begin(s, &t));
+    ASSERT_OK(store_read_begin(s, &r));
     ASSERT_OK(store_chunk_ids_alloc(t, repo, 200, &first));
     for (uint32_t i = 0; i < 200 && rc == 0; i++) {
         fill_vec(v, GROW_DIM, i);
@@ -1486,7 +1490,7 @@ TEST(kill_9_loses_nothing_committed)
         if (store_open(dir, &o, &s) < 0 || store_write_begin(s, &t) < 0 ||
             store_repo_get_or_create(t, "/src/committed", &repo) < 0 || store_write_commit(t) < 0)
             _exit(1);
-        if (store_read_begin(s, &r) < 0 || store_write_begin(s, &t) < 0 ||
+        if (store_write_begin(s, &t) < 0 || store_read_begin(s, &r) < 0 ||
             store_repo_get_or_create(t, "/src/uncommitted", &repo) < 0 ||
             store_chunk_ids_alloc(t, repo, 10, &first) < 0)
             _exit(1);

@@ -526,9 +526,11 @@ int store_vector_get(struct store_txn *t, uint64_t id, float *buf, uint32_t cap,
 }
 
 /*
- * LMDB aligns values to 2 bytes only, so a row's floats are handed out in place when they
- * happen to be 4-byte aligned and copied into an aligned buffer otherwise (a 1.5 KiB memcpy is
- * small next to what the caller does with the vector).
+ * LMDB promises values only 2-byte alignment.  Here every vectors node (8-byte node header,
+ * 8-byte key, 8-byte row header, 4*dim) is a multiple of 4 and nodes are packed from the page
+ * end, and large rows live on overflow pages (page + 16), so rows are in practice 4-byte
+ * aligned and handed out in place.  The copy into an aligned buffer is the guard for the day a
+ * layout change breaks that, so callers can rely on an aligned `v` regardless.
  */
 int store_vector_foreach(struct store_txn *t, uint32_t repo, store_vector_fn fn, void *userdata)
 {

@@ -1,0 +1,109 @@
+/*
+ * chunk.h - split a source file into embedding-sized, language-aware chunks.
+ *
+ * Where a tree-sitter grammar exists (C, C++, Python, JavaScript, TypeScript, TSX, Go, Rust,
+ * Java) the file is parsed and cut along its syntax: functions, methods and type definitions
+ * are units; a class is cut into a header chunk (its declaration line, fields, docstring) and
+ * one chunk per method, each knowing its enclosing symbol ("Foo.bar", "ns::Foo::baz"); a unit
+ * too big for the model is split between statements; small neighbours (tiny functions, imports,
+ * module-level statements) are merged.  Other text files, files that fail to parse in time and
+ * files built without grammars fall back to line windows with overlap.
+ *
+ * Invariants of a chunk list produced by chunk_file():
+ *   - lines are 1-based and inclusive; chunks are in file order; every non-blank line of the file
+ *     is in at least one chunk (code chunks do not overlap; line windows overlap by
+ *     chunk_options.window_overlap lines; a line too long for one chunk is cut into several
+ *     chunks with the same line number and consecutive byte ranges);
+ *   - [start_byte, end_byte) is the chunk's code in the caller's buffer;
+ *   - text is "file: PATH\n[symbol: SYMBOL\n]\n" followed by the code, always valid UTF-8 (invalid
+ *     bytes and NULs become U+FFFD) and NUL-terminated; counted with the options' token counter
+ *     it is at most max_tokens - 2 tokens (2 are left for the model's [CLS] and [SEP]);
+ *   - no chunk spans more than max_lines lines.
+ *
+ * Threading: a chunker owns a tree-sitter parser and is used by one thread at a time; use one
+ * chunker per worker thread.  Nothing is shared between chunkers.
+ */
+#ifndef COARCH_INDEX_CHUNK_H
+#define COARCH_INDEX_CHUNK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct chunker;
+
+/*
+ * Token counter supplied by the embedding tokenizer: the number of tokens `text` (len bytes,
+ * valid UTF-8, not NUL-terminated) encodes to, without special tokens.  Must be additive over
+ * whitespace-separated pieces, as WordPiece is (the chunker counts each line once and adds).
+ */
+typedef size_t (*chunk_count_tokens_fn)(void *ctx, const char *text, size_t len);
+
+struct chunk_options {
+    size_t max_tokens;         /* model limit including header and 2 special tokens (256) */
+    size_t merge_tokens;       /* merged neighbours stay at or below this many tokens (256) */
+    size_t min_tokens;         /* pieces below this merge with a neighbour; 0: never merge (48) */
+    uint32_t max_lines;        /* no chunk spans more lines (80) */
+    uint32_t window_lines;     /* line-window fallback: lines per window (40) */
+    uint32_t window_overlap;   /* line-window fallback: lines shared by neighbours (5) */
+    size_t max_file_bytes;     /* larger content is refused with -EFBIG (16 MiB) */
+    size_t max_parse_bytes;    /* larger content is not parsed, only windowed (4 MiB) */
+    uint64_t parse_timeout_us; /* a parse taking longer falls back to windows (2 s) */
+    size_t max_chunks;         /* more chunks than this for one file: -EFBIG (65536) */
+    chunk_count_tokens_fn count_tokens; /* NULL: a cheap WordPiece-like estimate */
+    void *count_ctx;
+    const char *language; /* force a language by name (see chunk_language_names); NULL: detect */
+};
+
+struct chunk {
+    char *text;                    /* header + code; owned by the list */
+    size_t text_len;               /* bytes in text, without the NUL */
+    size_t header_len;             /* text + header_len is the code */
+    uint32_t start_line, end_line; /* 1-based, inclusive */
+    size_t start_byte, end_byte;   /* [start, end) in the content passed to chunk_file() */
+    const char *language;          /* static string: "python", "c", ..., "markdown", "text" */
+    const char *symbol;            /* "" when none, e.g. "Foo.bar"; owned by the list */
+    uint32_t n_tokens;             /* tokens of text as counted, plus the 2 special tokens */
+};
+
+/* A growable array of chunks.  Owns every string its chunks point to. */
+struct chunk_list {
+    struct chunk *items;
+    size_t n;
+    size_t cap;
+};
+
+/* Fill *opt with the defaults shown above. */
+void chunk_options_init(struct chunk_options *opt);
+
+int chunker_new(struct chunker **ret);
+struct chunker *chunker_free(struct chunker *c);
+
+/* True when this build has the tree-sitter runtime and grammars (else every file is windowed). */
+bool chunker_has_grammars(void);
+
+/*
+ * The language name for a file: by extension or well-known file name, else by a "#!" line in
+ * content (may be NULL), else "text".  Returns a static string.  Languages with a grammar are
+ * those for which chunk_language_has_grammar() is true.
+ */
+const char *chunk_detect_language(const char *path, const char *content, size_t len);
+bool chunk_language_has_grammar(const char *language);
+
+/*
+ * Chunk one file.  path is the name shown in each chunk's header (repository-relative) and
+ * selects the language; content need not be NUL-terminated, may hold any bytes, and is only
+ * read during the call.  opt may be NULL for the defaults.
+ *
+ * On success appends the chunks to *out and returns how many (0 for an empty or blank file).
+ * On failure returns -EINVAL (bad arguments or options), -ENOMEM, or -EFBIG (content over
+ * max_file_bytes, or more than max_chunks chunks) and leaves *out as it was.
+ */
+int chunk_file(struct chunker *c, const char *path, const char *content, size_t len,
+               const struct chunk_options *opt, struct chunk_list *out);
+
+void chunk_list_init(struct chunk_list *l);
+/* Free every chunk and the array; the list is empty and reusable afterwards. */
+void chunk_list_release(struct chunk_list *l);
+
+#endif

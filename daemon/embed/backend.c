@@ -1,0 +1,63 @@
+/*
+ * backend.c - the table of built-in backends and opening one by name.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <string.h>
+
+#ifdef COARCH_HAVE_CUDA
+extern const struct embed_backend_ops embed_backend_cuda;
+#endif
+
+const struct embed_backend_ops *const embed_backends[] = {
+#ifdef COARCH_HAVE_CUDA
+    &embed_backend_cuda,
+#endif
+    &embed_backend_cpu,
+    NULL,
+};
+
+const struct embed_backend_ops *embed_backend_find(const char *name)
+{
+    for (size_t i = 0; embed_backends[i]; i++)
+        if (strcmp(embed_backends[i]->name, name) == 0)
+            return embed_backends[i];
+    return NULL;
+}
+
+int embed_backend_open(const char *name, const struct model *model,
+                       const struct embed_backend_options *options, struct embed_backend *ret)
+{
+    const struct embed_backend_ops *ops = NULL;
+    void *ctx;
+    int r;
+
+    if (name && strcmp(name, "auto") != 0) {
+        ops = embed_backend_find(name);
+        if (!ops)
+            return -ENOENT;
+        if (ops->abi_version != EMBED_BACKEND_ABI_VERSION || !ops->supports(&model->config))
+            return -ENOTSUP;
+    } else {
+        for (size_t i = 0; embed_backends[i] && !ops; i++)
+            if (embed_backends[i]->abi_version == EMBED_BACKEND_ABI_VERSION &&
+                embed_backends[i]->supports(&model->config))
+                ops = embed_backends[i];
+        if (!ops)
+            return -ENOTSUP;
+    }
+    r = ops->init(model, options, &ctx);
+    if (r < 0)
+        return r;
+    ret->ops = ops;
+    ret->ctx = ctx;
+    return 0;
+}
+
+void embed_backend_close(struct embed_backend *b)
+{
+    if (b->ops)
+        b->ctx = b->ops->free(b->ctx);
+    b->ops = NULL;
+}

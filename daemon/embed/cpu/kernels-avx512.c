@@ -1,0 +1,267 @@
+/*
+ * kernels-avx512.c - AVX-512 versions of the CPU kernels (kernels.h).  This file is compiled
+ * with -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma, so nothing in it may run before
+ * cpu_kernels_avx512() has checked CPUID.  Shapes the vector code does not cover (a row width or
+ * head size other than 16, 32 or 64) fall back to the generic
+ * kernels, so every model still runs.
+ *
+ * Attention works per (sequence, head) on a transposed, bias-added copy of K ([d][j], so the
+ * scores of one query against 16 keys are head_dim broadcast-FMAs) and a bias-added copy of V
+ * ([j][d]); queries go four rows at a time so every K and V load feeds four rows.  The softmax
+ * is exact over the sequence's own keys: packed batches need no mask.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define EXP_HI 88.3762626647949f
+#define EXP_LO -88.3762626647949f
+#define LOG2EF 1.44269504088896341f
+#define EXP_C1 0.693359375f
+#define EXP_C2 -2.12194440e-4f
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static ALWAYS_INLINE __m512 exp512(__m512 x)
+{
+    __m512 fx, z, p;
+
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
+    fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(LOG2EF)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(EXP_C1), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(EXP_C2), x);
+    z = _mm512_mul_ps(x, x);
+    p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, z, x), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, fx);
+}
+
+static ALWAYS_INLINE __m512 erf512(__m512 x)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 ax = _mm512_abs_ps(x), t, r, e;
+    __m512 sign = _mm512_and_ps(x, _mm512_set1_ps(-0.0f));
+
+    t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
+    r = _mm512_set1_ps(1.061405429f);
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-1.453152027f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
+    e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(x, x)));
+    r = _mm512_fnmadd_ps(_mm512_mul_ps(r, t), e, one);
+    return _mm512_or_ps(r, sign);
+}
+
+static void avx512_add_layernorm(float *x, const float *y, size_t ld, const float *bias,
+                                 const float *g, const float *b, size_t rows, size_t n, float eps)
+{
+    if (n % 16 != 0) {
+        cpu_kernels_generic.add_layernorm(x, y, ld, bias, g, b, rows, n, eps);
+        return;
+    }
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * ld;
+        const float *yr = y ? y + r * ld : NULL;
+        __m512 acc = _mm512_setzero_ps(), vm, vr;
+        float mean, var, rstd;
+
+        for (size_t c = 0; c < n; c += 16) {
+            __m512 v = _mm512_loadu_ps(row + c);
+            if (yr)
+                v = _mm512_add_ps(v, _mm512_loadu_ps(yr + c));
+            if (bias)
+                v = _mm512_add_ps(v, _mm512_loadu_ps(bias + c));
+            _mm512_storeu_ps(row + c, v);
+            acc = _mm512_add_ps(acc, v);
+        }
+        mean = _mm512_reduce_add_ps(acc) / (float)n;
+        vm = _mm512_set1_ps(mean);
+        acc = _mm512_setzero_ps();
+        for (size_t c = 0; c < n; c += 16) {
+            __m512 d = _mm512_sub_ps(_mm512_loadu_ps(row + c), vm);
+            acc = _mm512_fmadd_ps(d, d, acc);
+        }
+        var = _mm512_reduce_add_ps(acc) / (float)n;
+        rstd = 1.0f / sqrtf(var + eps);
+        vr = _mm512_set1_ps(rstd);
+        for (size_t c = 0; c < n; c += 16) {
+            __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(row + c), vm), vr);
+            _mm512_storeu_ps(row + c,
+                             _mm512_fmadd_ps(d, _mm512_loadu_ps(g + c), _mm512_loadu_ps(b + c)));
+        }
+    }
+}
+
+static void avx512_bias_gelu(float *x, const float *bias, size_t rows, size_t n)
+{
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    const __m512 rsqrt2 = _mm512_set1_ps((float)M_SQRT1_2);
+
+    if (n % 16 != 0) {
+        cpu_kernels_generic.bias_gelu(x, bias, rows, n);
+        return;
+    }
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * n;
+        for (size_t c = 0; c < n; c += 16) {
+            __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + c), _mm512_loadu_ps(bias + c));
+            __m512 e = erf512(_mm512_mul_ps(v, rsqrt2));
+            _mm512_storeu_ps(row + c, _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, e)));
+        }
+    }
+}
+
+/*
+ * R query rows (R = 4 or 1) of one head against all L keys; NC = head_dim / 16 column vectors
+ * (1, 2 or 4).  R and NC are constants after inlining, and the loops over them are unrolled so
+ * every accumulator lives in a register.
+ * Kt is [head_dim][lp], V is [L][head_dim], S has R rows of lp floats, qs R rows of head_dim.
+ */
+static ALWAYS_INLINE void attn_rows(const float *qkv, size_t ld_qkv, const float *bq, float scale,
+                                    const float *Kt, const float *V, float *S, float *qs,
+                                    float *ctx, size_t ld_ctx, size_t i0, size_t L, size_t lp,
+                                    const int R, const int NC)
+{
+    const int D = NC * 16;
+    const __m512 vscale = _mm512_set1_ps(scale);
+    __mmask16 tail = (__mmask16)((1u << (L % 16 ? L % 16 : 16)) - 1);
+    __m512 acc[4][4];
+    float inv[4];
+
+    _Pragma("GCC unroll 8")
+
+        for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < NC; c++)
+    {
+        __m512 q = _mm512_add_ps(_mm512_loadu_ps(qkv + (i0 + r) * ld_qkv + 16 * c),
+                                 _mm512_loadu_ps(bq + 16 * c));
+        _mm512_store_ps(qs + r * D + 16 * c, _mm512_mul_ps(q, vscale));
+    }
+
+    /* Scores: S[r][j] = q_r . k_j for 16 keys at a time. */
+    for (size_t jb = 0; jb < lp; jb += 16) {
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r][0] = _mm512_setzero_ps();
+        for (int d = 0; d < D; d++) {
+            __m512 kv = _mm512_load_ps(Kt + (size_t)d * lp + jb);
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r][0] =
+                _mm512_fmadd_ps(_mm512_set1_ps(qs[r * D + d]), kv, acc[r][0]);
+        }
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+            _mm512_store_ps(S + r * lp + jb, acc[r][0]);
+    }
+
+    /* Softmax over the L real keys; the padding lanes of the last block become 0. */
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+    {
+        float *s = S + r * lp;
+        __m512 vmax = _mm512_set1_ps(-INFINITY), vsum = _mm512_setzero_ps();
+        size_t jb;
+
+        for (jb = 0; jb + 16 <= L; jb += 16)
+            vmax = _mm512_max_ps(vmax, _mm512_load_ps(s + jb));
+        if (jb < L)
+            vmax = _mm512_mask_max_ps(vmax, tail, vmax, _mm512_load_ps(s + jb));
+        vmax = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+        for (jb = 0; jb + 16 <= L; jb += 16) {
+            __m512 e = exp512(_mm512_sub_ps(_mm512_load_ps(s + jb), vmax));
+            _mm512_store_ps(s + jb, e);
+            vsum = _mm512_add_ps(vsum, e);
+        }
+        if (jb < L) {
+            __m512 e = exp512(_mm512_sub_ps(_mm512_load_ps(s + jb), vmax));
+            e = _mm512_maskz_mov_ps(tail, e);
+            _mm512_store_ps(s + jb, e);
+            vsum = _mm512_add_ps(vsum, e);
+        }
+        inv[r] = 1.0f / _mm512_reduce_add_ps(vsum);
+    }
+
+    /* Context: out_r = sum_j p_rj v_j. */
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+    for (size_t j = 0; j < L; j++) {
+        __m512 v[4];
+        _Pragma("GCC unroll 8") for (int c = 0; c < NC; c++) v[c] =
+            _mm512_load_ps(V + j * D + 16 * c);
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        {
+            __m512 p = _mm512_set1_ps(S[r * lp + j]);
+            _Pragma("GCC unroll 8") for (int c = 0; c < NC; c++) acc[r][c] =
+                _mm512_fmadd_ps(p, v[c], acc[r][c]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int c = 0; c < NC; c++) _mm512_storeu_ps(
+            ctx + (i0 + r) * ld_ctx + 16 * c, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inv[r])));
+}
+
+#define ATTN_HEAD(NC)                                                                              \
+    do {                                                                                           \
+        size_t i = 0;                                                                              \
+        for (; i + 4 <= L; i += 4)                                                                 \
+            attn_rows(qkv + qo, ld_qkv, bqkv + qo, scale, Kt, V, S, qs, ctx + qo, ld_ctx, i, L,    \
+                      lp, 4, NC);                                                                  \
+        for (; i < L; i++)                                                                         \
+            attn_rows(qkv + qo, ld_qkv, bqkv + qo, scale, Kt, V, S, qs, ctx + qo, ld_ctx, i, L,    \
+                      lp, 1, NC);                                                                  \
+    } while (0)
+
+static void avx512_attention(const float *qkv, size_t ld_qkv, const float *bqkv, float *ctx,
+                             size_t ld_ctx, size_t L, unsigned n_heads, unsigned head_dim,
+                             float *scratch)
+{
+    const size_t D = head_dim, H = (size_t)n_heads * head_dim, lp = (L + 15) & ~(size_t)15;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    float *Kt = scratch, *V = Kt + D * lp, *S = V + lp * D, *qs = S + 4 * lp;
+
+    /* 16, 32 and 64 cover BERT-family models; other sizes take the portable path. */
+    if (D != 16 && D != 32 && D != 64) {
+        cpu_kernels_generic.attention(qkv, ld_qkv, bqkv, ctx, ld_ctx, L, n_heads, head_dim,
+                                      scratch);
+        return;
+    }
+    for (unsigned h = 0; h < n_heads; h++) {
+        size_t qo = (size_t)h * D, ko = H + qo, vo = 2 * H + qo;
+
+        /* K^T with bias; padding key columns are zero (their scores are never used). */
+        for (size_t j = 0; j < L; j++) {
+            const float *k = qkv + j * ld_qkv + ko;
+            for (size_t d = 0; d < D; d++)
+                Kt[d * lp + j] = k[d] + bqkv[ko + d];
+        }
+        for (size_t d = 0; d < D; d++)
+            for (size_t j = L; j < lp; j++)
+                Kt[d * lp + j] = 0.0f;
+        for (size_t j = 0; j < L; j++)
+            for (size_t c = 0; c < D; c += 16)
+                _mm512_store_ps(V + j * D + c,
+                                _mm512_add_ps(_mm512_loadu_ps(qkv + j * ld_qkv + vo + c),
+                                              _mm512_loadu_ps(bqkv + vo + c)));
+        switch (D / 16) {
+        case 1:
+            ATTN_HEAD(1);
+            break;
+        case 2:
+            ATTN_HEAD(2);
+            break;
+        default:
+            ATTN_HEAD(4);
+            break;
+        }
+    }
+}
+
+const struct cpu_kernels cpu_kernels_avx512_impl = {
+    .name = "avx512",
+    .add_layernorm = avx512_add_layernorm,
+    .bias_gelu = avx512_bias_gelu,
+    .attention = avx512_attention,
+};

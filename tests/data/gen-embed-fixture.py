@@ -100,7 +100,7 @@ def make_tiny_model(dst, vocab_src, seed):
     """A 2-layer, 64-wide random BERT saved as a sentence-transformers model (CLS pooling)."""
     import shutil
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
     from sentence_transformers import SentenceTransformer, models
 
     dst = Path(dst)
@@ -112,8 +112,22 @@ def make_tiny_model(dst, vocab_src, seed):
     words = [w.rstrip("\n") for w in open(vocab_src, encoding="utf-8")]
     keep = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     keep += [w for w in words[999:3500] if w not in keep and not w.startswith("[unused")]
-    (dst / "vocab.txt").write_text("\n".join(keep) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(dst / "vocab.txt"), do_lower_case=True)
+    # The real model's tokenizer.json with the vocabulary swapped (and every id that names a
+    # vocabulary entry renumbered), so normalizer, pre-tokenizer and post-processor are the
+    # real ones.
+    vocab = {w: i for i, w in enumerate(keep)}
+    tj = json.load(open(Path(vocab_src).parent / "tokenizer.json", encoding="utf-8"))
+    tj["model"]["vocab"] = vocab
+    for a in tj["added_tokens"]:
+        a["id"] = vocab[a["content"]]
+    for v in tj["post_processor"]["special_tokens"].values():
+        v["ids"] = [vocab[t] for t in v["tokens"]]
+    tdir = dst / "_hf"
+    tdir.mkdir()
+    (tdir / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
+    (tdir / "vocab.txt").write_text("\n".join(keep) + "\n", encoding="utf-8")
+    shutil.copy(Path(vocab_src).parent / "tokenizer_config.json", tdir / "tokenizer_config.json")
+    shutil.copy(Path(vocab_src).parent / "special_tokens_map.json", tdir / "special_tokens_map.json")
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(keep), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=128, max_position_embeddings=128, hidden_act="gelu",
@@ -126,9 +140,7 @@ def make_tiny_model(dst, vocab_src, seed):
             if "LayerNorm.weight" in name:
                 p.add_(1.0)
     bert.eval()
-    tdir = dst / "_hf"
     bert.save_pretrained(tdir, safe_serialization=True)
-    tok.save_pretrained(tdir)
     word = models.Transformer(str(tdir), max_seq_length=96)
     pool = models.Pooling(word.get_embedding_dimension(), pooling_mode="cls")
     st = SentenceTransformer(modules=[word, pool, models.Normalize()], device="cpu")

@@ -187,13 +187,38 @@ int client_parse_no_args(struct client *cl, const struct client_command *cmd, in
     return CLIENT_CONTINUE;
 }
 
-int client_connect(struct client *cl, unsigned flags)
+/* Stops early, with a clear message, rather than guess at a daemon of another protocol. */
+static int check_protocol(struct client *cl)
+{
+    struct proto_msg *resp;
+    int64_t protocol;
+    int r;
+
+    r = client_call(cl, "version", &resp);
+    if (r != CLIENT_EXIT_OK)
+        return r;
+    r = proto_get_int(&resp->result, "protocol", &protocol);
+    proto_msg_free(resp);
+    if (r < 0) {
+        fprintf(stderr, "coarchctl: coarchd at %s sent a version reply without a protocol\n",
+                cl->socket_path);
+        return CLIENT_EXIT_CONNECTION;
+    }
+    if (protocol != PROTO_VERSION) {
+        fprintf(stderr,
+                "coarchctl: coarchd at %s speaks protocol %lld, this coarchctl speaks %d;"
+                " install matching versions ('coarchctl version' shows both)\n",
+                cl->socket_path, (long long)protocol, PROTO_VERSION);
+        return CLIENT_EXIT_PROTOCOL;
+    }
+    return CLIENT_EXIT_OK;
+}
+
+static int connect_socket(struct client *cl, unsigned flags)
 {
     bool may_autostart = cl->autostart && !(flags & CLIENT_CONNECT_NO_AUTOSTART);
     int r;
 
-    if (cl->conn)
-        return CLIENT_EXIT_OK;
     r = conn_connect(cl->socket_path, cl->timeout_ms, &cl->conn);
     if (r >= 0)
         return CLIENT_EXIT_OK;
@@ -227,6 +252,18 @@ int client_connect(struct client *cl, unsigned flags)
                             "--socket to your own\n");
     }
     return CLIENT_EXIT_UNREACHABLE;
+}
+
+int client_connect(struct client *cl, unsigned flags)
+{
+    int r;
+
+    if (cl->conn)
+        return CLIENT_EXIT_OK;
+    r = connect_socket(cl, flags);
+    if (r != CLIENT_EXIT_OK || (flags & CLIENT_CONNECT_ANY_PROTOCOL))
+        return r;
+    return check_protocol(cl);
 }
 
 int client_conn_error(struct client *cl, int r)

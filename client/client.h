@@ -43,6 +43,7 @@ enum client_exit {
     CLIENT_EXIT_UNREACHABLE = 3, /* no daemon answers at the socket and none could be started */
     CLIENT_EXIT_CONNECTION = 4,  /* the daemon hung up or sent something malformed */
     CLIENT_EXIT_TIMEOUT = 5,     /* the daemon stayed silent for --timeout seconds */
+    CLIENT_EXIT_PROTOCOL = 6,    /* the daemon speaks another protocol version */
 };
 
 /* Returned by option parsing helpers when the command should go on. */
@@ -106,8 +107,11 @@ int client_usage_error(const struct client_command *cmd, const char *fmt, ...)
 enum client_connect_flags {
     CLIENT_CONNECT_NO_AUTOSTART = 1 << 0, /* this command never starts a daemon */
     CLIENT_CONNECT_QUIET = 1 << 1,        /* no message when unreachable: the caller has one */
+    CLIENT_CONNECT_ANY_PROTOCOL = 1 << 2, /* skip the protocol check (`version` reports it) */
 };
-/* Connects cl->conn (autostarting coarchd when allowed); returns an exit code. */
+/* Connects cl->conn (autostarting coarchd when allowed) and, as PROTOCOL.md section 9 asks,
+ * checks with a `version` request that the daemon speaks PROTO_VERSION; returns an exit
+ * code. */
 int client_connect(struct client *cl, unsigned flags);
 
 /* Requests.  A response carrying an error is printed (stderr; with --json also as

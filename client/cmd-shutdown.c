@@ -5,7 +5,8 @@
  * removes its socket and exits, and the kernel closes our connection only when the process
  * has released it.  We then give the socket file a moment to disappear as well, but do not
  * insist: under systemd socket activation the socket belongs to systemd and stays.
- * Never starts a daemon (there would be nothing to stop).
+ * Never starts a daemon (there would be nothing to stop), and works with a daemon of another
+ * protocol version, whose `shutdown` has the same shape.
  */
 #include <errno.h>
 #include <sys/stat.h>
@@ -39,12 +40,14 @@ static int shutdown_run(struct client *cl, int argc, char **argv)
     r = client_parse_no_args(cl, &client_cmd_shutdown, argc, argv);
     if (r != CLIENT_CONTINUE)
         return r;
-    r = client_connect(cl, CLIENT_CONNECT_NO_AUTOSTART | CLIENT_CONNECT_QUIET);
-    if (r != CLIENT_EXIT_OK) {
+    /* Any protocol: stopping an old daemon is what one does after upgrading coarchctl. */
+    r = client_connect(cl, CLIENT_CONNECT_NO_AUTOSTART | CLIENT_CONNECT_QUIET |
+                               CLIENT_CONNECT_ANY_PROTOCOL);
+    if (r == CLIENT_EXIT_UNREACHABLE)
         fprintf(stderr, "coarchctl: no daemon answers at %s; nothing to shut down\n",
                 cl->socket_path);
+    if (r != CLIENT_EXIT_OK)
         return r;
-    }
     r = client_call(cl, "shutdown", &resp);
     if (r != CLIENT_EXIT_OK)
         return r;

@@ -80,7 +80,8 @@ static int version_run(struct client *cl, int argc, char **argv)
         cl->timeout_ms = VERSION_TIMEOUT_MS;
 
     /* Unreachable is a normal answer here ("not running"), not an error. */
-    r = client_connect(cl, CLIENT_CONNECT_NO_AUTOSTART | CLIENT_CONNECT_QUIET);
+    r = client_connect(cl, CLIENT_CONNECT_NO_AUTOSTART | CLIENT_CONNECT_QUIET |
+                               CLIENT_CONNECT_ANY_PROTOCOL);
     if (r == CLIENT_EXIT_OK)
         r = client_call(cl, "version", &resp);
     else

@@ -109,6 +109,7 @@ void client_print_main_help(FILE *f)
           "  3  no daemon answers at the socket and none could be started\n"
           "  4  the daemon closed the connection or sent a malformed reply\n"
           "  5  the daemon sent nothing for --timeout seconds\n"
+          "  6  the daemon speaks another protocol version\n"
           "\n"
           "Environment: COARCH_SOCKET, COARCH_DATA_DIR, COARCHD (daemon binary to autostart),\n"
           "XDG_RUNTIME_DIR, XDG_DATA_HOME, COARCH_LOG_LEVEL (debug shows protocol details).\n",

@@ -32,7 +32,7 @@ cleanup() {
         kill -TERM "$p" 2>/dev/null
     done
     for p in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null
     done
     rm -rf "$tmp"
@@ -71,8 +71,13 @@ json_get() { # json_get KEY: prints the top-level KEY of the JSON in $out (fails
     python3 -c 'import json, sys; d = json.load(sys.stdin); print(d[sys.argv[1]])' "$1" <<<"$out"
 }
 
+alive() { # alive PID: running, not a zombie (an exited daemon re-parented to a PID 1 that
+    # does not reap stays a zombie, and kill -0 still reaches it)
+    kill -0 "$1" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]
+}
+
 wait_gone() { # wait_gone PID: up to 10 s for the process to exit
-    for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    for _ in $(seq 100); do alive "$1" || return 0; sleep 0.1; done
     return 1
 }
 
@@ -114,7 +119,7 @@ protocol=$(json_get protocol) || fail "status --json has no protocol: $out"
 [[ $protocol == 1 ]] || fail "status --json protocol is '$protocol', expected 1"
 [[ $version == 0.1.0 ]] || fail "status --json version is '$version', expected 0.1.0"
 [[ -n ${pid:-} ]] && pids+=("$pid")
-kill -0 "${pid:-0}" 2>/dev/null || fail "status --json pid '${pid:-}' is not a live process"
+alive "${pid:-0}" || fail "status --json pid '${pid:-}' is not a live process"
 run "global --json before the command" 0 --json status && json_get pid >/dev/null ||
     fail "--json status is not JSON: $out"
 run "status (human)" 0 status && contains "status" "$out" "pid $pid"

@@ -26,6 +26,10 @@ against tests/data/tokenizer/unicode-ref.txt, so a different utf8proc build is c
 
 Run in a venv with `tokenizers` installed (e.g. /work/venvs/tok):
     python3 daemon/embed/tokenizer-gen-unicode.py > daemon/embed/tokenizer-unicode-data.h
+    clang-format -i daemon/embed/tokenizer-unicode-data.h
+
+Then regenerate tests/data/tokenizer/ with tests/data/gen-tokenizer-fixture.py and run the
+tokenizer test, which compares every code point.
 """
 import ctypes
 import ctypes.util

@@ -48,8 +48,12 @@
 #define VOCAB_EMPTY UINT32_MAX
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
-/* Largest input we accept: spans are uint32_t byte offsets. */
-#define TOK_MAX_TEXT UINT32_MAX
+/*
+ * Largest input we accept.  Every content id covers at least one input byte, so the id count
+ * (returned as int) stays below INT32_MAX with up to 64 template specials, and spans fit in
+ * uint32_t.
+ */
+#define TOK_MAX_TEXT ((size_t)INT32_MAX - 64)
 /* Search for added tokens this far ahead, so a long text is scanned only as far as needed. */
 #define ADDED_WINDOW (64 * 1024)
 
@@ -60,10 +64,17 @@ struct vocab_slot {
     uint32_t id; /* VOCAB_EMPTY when the slot is free */
 };
 
+/*
+ * Most lookups miss (WordPiece tries every length from the longest down), so each table has a
+ * one-bit-per-hash filter small enough to stay in cache in front of its slot array.
+ */
+#define VOCAB_FILTER_BITS (1u << 19)
+
 struct vocab_table {
     struct vocab_slot *slots;
     size_t mask; /* capacity - 1, capacity a power of two */
     uint32_t max_key_len;
+    uint64_t *filter; /* VOCAB_FILTER_BITS bits, indexed by the hash's top bits */
 };
 
 struct added_token {
@@ -163,12 +174,24 @@ static int vocab_table_init(struct vocab_table *vt, size_t n)
         vt->slots[i].id = VOCAB_EMPTY;
     vt->mask = cap - 1;
     vt->max_key_len = 0;
+    vt->filter = calloc(VOCAB_FILTER_BITS / 64, sizeof(uint64_t));
+    if (!vt->filter)
+        return -ENOMEM;
     return 0;
+}
+
+static inline uint32_t filter_bit(uint64_t h)
+{
+    return (uint32_t)(h >> 45); /* 19 bits, independent of the slot index (low bits) */
 }
 
 static const struct vocab_slot *vocab_find(const struct tokenizer *t, const struct vocab_table *vt,
                                            uint64_t h, const char *key, uint32_t len)
 {
+    uint32_t bit = filter_bit(h);
+
+    if (!(vt->filter[bit / 64] & (1ULL << (bit % 64))))
+        return NULL;
     for (size_t i = h & vt->mask;; i = (i + 1) & vt->mask) {
         const struct vocab_slot *s = &vt->slots[i];
         if (s->id == VOCAB_EMPTY)
@@ -198,6 +221,7 @@ static void vocab_put(struct tokenizer *t, struct vocab_table *vt, uint32_t key_
     }
     *s = (struct vocab_slot){.hash = h, .key_off = key_off, .key_len = key_len, .id = id};
     vt->max_key_len = MAX(vt->max_key_len, key_len);
+    vt->filter[filter_bit(h) / 64] |= 1ULL << (filter_bit(h) % 64);
 }
 
 /*
@@ -284,7 +308,9 @@ struct tokenizer *tokenizer_free(struct tokenizer *t)
         return NULL;
     free(t->keys);
     free(t->full.slots);
+    free(t->full.filter);
     free(t->cont.slots);
+    free(t->cont.filter);
     for (size_t i = 0; i < t->n_added; i++)
         free(t->added[i].content);
     free(t->added);
@@ -1441,5 +1467,5 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, ui
         out->truncated = false;
         return e.error;
     }
-    return (int)MIN(out->n, (uint32_t)INT32_MAX);
+    return (int)out->n;
 }

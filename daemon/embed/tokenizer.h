@@ -76,8 +76,8 @@ struct tokenizer *tokenizer_free(struct tokenizer *t);
 /*
  * Tokenize text[0, len) (UTF-8, need not be NUL-terminated or valid) into *out: ids with the
  * post-processor's special tokens, at most max_tokens of them in total.  Returns the number of
- * ids (>= 0), -EINVAL when max_tokens cannot even hold the special tokens or len exceeds
- * UINT32_MAX, or -ENOMEM (then *out holds no result).
+ * ids (>= 0, also in out->n), -EINVAL when max_tokens cannot hold the special tokens or len
+ * is 2 GiB or more, or -ENOMEM (then *out holds no result).  Pass UINT32_MAX for no limit.
  */
 int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, uint32_t max_tokens,
                      struct tokens *out);

@@ -1128,19 +1128,34 @@ static void flush_pending(struct encoder *e)
 {
     struct pending_cp *p = e->s->pend;
     size_t n = e->npend;
+    uint64_t present[4] = {0};
 
-    for (size_t i = 1; i < n; i++) {
-        struct pending_cp x = p[i];
-        size_t j = i;
-        while (j > 0 && p[j - 1].ccc > x.ccc) {
-            p[j] = p[j - 1];
-            j--;
-        }
-        p[j] = x;
-    }
     e->npend = 0;
+    if (n <= 16) {
+        for (size_t i = 1; i < n; i++) {
+            struct pending_cp x = p[i];
+            size_t j = i;
+            while (j > 0 && p[j - 1].ccc > x.ccc) {
+                p[j] = p[j - 1];
+                j--;
+            }
+            p[j] = x;
+        }
+        for (size_t i = 0; i < n; i++)
+            lowercase_cp(e, p[i].cp, p[i].os, p[i].oe);
+        return;
+    }
+    /* A long run (only when max_input_chars_per_word is huge): one pass per class present,
+     * linear and stable without a second buffer. */
     for (size_t i = 0; i < n; i++)
-        lowercase_cp(e, p[i].cp, p[i].os, p[i].oe);
+        present[p[i].ccc / 64] |= 1ULL << (p[i].ccc % 64);
+    for (uint32_t c = 0; c < 256; c++) {
+        if (!(present[c / 64] & (1ULL << (c % 64))))
+            continue;
+        for (size_t i = 0; i < n; i++)
+            if (p[i].ccc == c)
+                lowercase_cp(e, p[i].cp, p[i].os, p[i].oe);
+    }
 }
 
 /* strip_accents: NFD, then drop Mn. */

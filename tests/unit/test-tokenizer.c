@@ -59,7 +59,9 @@ static char *fixture_path(const char *name)
     return NULL;
 }
 
-/* The model directory, or NULL after skipping (or failing when CI is set). */
+static bool model_missing;
+
+/* The model directory; skips the test (fails it when CI is set) when the model is missing. */
 static char *model_dir_or_skip(void)
 {
     const char *env = getenv("COARCH_TEST_MODEL_DIR");
@@ -81,6 +83,7 @@ static char *model_dir_or_skip(void)
         free(dir);
         if (getenv("CI"))
             test_fail(__FILE__, __LINE__, "the model is required when CI is set");
+        model_missing = true;
         TEST_SKIP("all-MiniLM-L6-v2 is not installed (run scripts/fetch-model)");
     }
     return dir;
@@ -610,8 +613,9 @@ TEST(long_line_10mb)
     ASSERT_EQ(json_array_size(want), LIMIT);
     for (size_t i = 0; i < LIMIT; i++)
         ASSERT_EQ(toks.ids[i], json_integer_value(json_array_get(want, i)));
-    /* Only the prefix that fits is tokenized: far below a millisecond, even under ASan. */
-    ASSERT_SECONDS_BELOW(t1 - t0, 0.05);
+    /* Only the prefix that fits is tokenized: well below a millisecond (ASan included), where
+     * the whole line takes 0.1-1 s; the bound leaves room for a loaded machine. */
+    ASSERT_SECONDS_BELOW(t1 - t0, 0.25);
 
     r = tokenizer_encode(t, text, len, UINT32_MAX, &toks);
     t2 = now();
@@ -686,7 +690,7 @@ TEST(long_degenerate_inputs)
     r = tokenizer_encode(t, s, len, LIMIT, &toks);
     ASSERT_EQ(r, LIMIT);
     ASSERT_TRUE(toks.truncated);
-    ASSERT_SECONDS_BELOW(now() - t0, 0.05);
+    ASSERT_SECONDS_BELOW(now() - t0, 0.25);
 
     tokens_release(&toks);
     free(s);
@@ -886,6 +890,56 @@ TEST(handwritten_tokenizer)
     free(tmp);
 }
 
+/*
+ * Canonical reordering of kept non-starters (U+1D165 has class 216, U+1D16D 226) in a run
+ * longer than the insertion-sort cutoff, allowed by a large max_input_chars_per_word.  Expected
+ * ids checked with tokenizers 0.23.3 on the same tokenizer.json.
+ */
+TEST(long_reorder_run)
+{
+    char *tmp = make_temp_dir();
+    struct tokenizer *t;
+    struct tokens toks;
+    char text[256];
+    size_t len = 0;
+
+    write_file(
+        tmp, "tokenizer.json",
+        "{\"normalizer\": {\"type\": \"BertNormalizer\", \"clean_text\": true,"
+        " \"handle_chinese_chars\": true, \"strip_accents\": true, \"lowercase\": false},"
+        " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}, \"post_processor\": null,"
+        " \"model\": {\"type\": \"WordPiece\", \"unk_token\": \"?\","
+        " \"max_input_chars_per_word\": 1000, \"vocab\": {\"?\": 0,"
+        " \"\\ud834\\udd65\": 1, \"##\\ud834\\udd65\": 2, \"##\\ud834\\udd6d\": 3, \"x\": 4}}}");
+    t = load_or_fail(tmp);
+    tokens_init(&toks, false);
+    for (int i = 0; i < 20; i++) {
+        memcpy(text + len, "\xf0\x9d\x85\xad\xf0\x9d\x85\xa5", 8); /* U+1D16D U+1D165 */
+        len += 8;
+    }
+    ASSERT_EQ(tokenizer_encode(t, text, len, 1000, &toks), 40);
+    ASSERT_EQ(toks.ids[0], 1);
+    for (int i = 1; i < 20; i++)
+        ASSERT_EQ(toks.ids[i], 2);
+    for (int i = 20; i < 40; i++)
+        ASSERT_EQ(toks.ids[i], 3);
+    /* A dropped U+0301 (class 230) between them does not end the run. */
+    len = 0;
+    text[len++] = 'x';
+    for (int i = 0; i < 3; i++) {
+        memcpy(text + len, "\xf0\x9d\x85\xad\xcc\x81\xf0\x9d\x85\xa5", 10);
+        len += 10;
+    }
+    ASSERT_EQ(tokenizer_encode(t, text, len, 1000, &toks), 7);
+    static const uint32_t want[] = {4, 2, 2, 2, 3, 3, 3};
+    for (size_t i = 0; i < ELEMENTSOF(want); i++)
+        ASSERT_EQ(toks.ids[i], want[i]);
+    tokens_release(&toks);
+    tokenizer_free(t);
+    remove_dir(tmp);
+    free(tmp);
+}
+
 struct thread_arg {
     const struct tokenizer *t;
     char **texts;
@@ -1032,5 +1086,12 @@ TEST(throughput)
 
 int main(int argc, char **argv)
 {
-    return test_run_all(argc, argv);
+    int r = test_run_all(argc, argv);
+
+    /* The model-free tests passed, but most of this program could not run: report a skip. */
+    if (r == 0 && model_missing) {
+        fprintf(stderr, "model tests skipped: run scripts/fetch-model\n");
+        return TEST_EXIT_SKIP;
+    }
+    return r;
 }

@@ -621,7 +621,7 @@ static int load_tokenizer_json(struct tokenizer *t, const char *path, char **err
     const char *pre_type;
     int r;
 
-    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_load_file(path, 0, &jerr);
     if (!root)
         return fail(err, EINVAL, "%s:%d:%d: malformed JSON: %s", path, jerr.line, jerr.column,
                     jerr.text);

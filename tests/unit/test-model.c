@@ -13,23 +13,27 @@
 #include <cblas.h>
 #include <errno.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "backend.h"
 #include "cpu.h"
+#include "embedder.h"
 #include "kernels.h"
 #include "macro.h"
 #include "model.h"
 #include "paths.h"
 #include "test.h"
+#include "tokenizer.h"
 
 #define PARITY_MIN_COSINE 0.9999
 
@@ -906,6 +910,7 @@ TEST(parity_minilm_ids)
     char *dir = minilm_dir(), *msg = NULL;
     float *out;
     double secs, cpu;
+    size_t n;
 
     if (model_load(dir, &m, &msg) < 0)
         test_fail(__FILE__, __LINE__, "%s", msg);
@@ -916,7 +921,10 @@ TEST(parity_minilm_ids)
     ASSERT_GE(f.n, 500);
     b = open_cpu(m, 0, 4096);
     out = malloc(f.n * f.dim * sizeof(float));
-    encode_fixture(&b, &f, 4096, out, NULL); /* warm-up: workspace, page faults */
+    /* Warm-up (workspace, weight pages, OpenBLAS buffers) on the first 40 texts. */
+    n = f.n, f.n = 40;
+    encode_fixture(&b, &f, 4096, out, NULL);
+    f.n = n;
     secs = encode_fixture(&b, &f, 4096, out, &cpu);
     /* Tokens per CPU-second is what to compare on a shared machine: wall time depends on who
      * else is running. */
@@ -929,6 +937,221 @@ TEST(parity_minilm_ids)
     fixture_free(&f);
     embed_backend_close(&b);
     model_free(m);
+    free(dir);
+}
+
+/* ---- the embedder: tokenizer + batching + backend ---- */
+
+/* Our tokenizer's ids against the fixture's (HF tokenizers); returns how many texts differ. */
+static size_t count_token_mismatches(const struct embedder *e, const struct fixture *f)
+{
+    struct tokens toks;
+    size_t bad = 0;
+
+    tokens_init(&toks, false);
+    for (size_t i = 0; i < f->n; i++) {
+        int r = tokenizer_encode(embedder_tokenizer(e), f->texts[i], strlen(f->texts[i]),
+                                 embedder_max_seq_length(e), &toks);
+        ASSERT_OK(r);
+        if ((uint32_t)r != f->lens[i] || memcmp(toks.ids, f->ids[i], (size_t)r * 4) != 0) {
+            if (bad++ < 3)
+                printf("  tokenizer differs on text %zu (%u vs %u ids)\n", i, (unsigned)r,
+                       f->lens[i]);
+        }
+    }
+    tokens_release(&toks);
+    return bad;
+}
+
+static void embed_fixture_texts(struct embedder *e, const struct fixture *f, float *out,
+                                double *ret_secs)
+{
+    const char **texts = malloc(f->n * sizeof(*texts));
+    size_t *lens = malloc(f->n * sizeof(*lens));
+    struct timespec t0, t1;
+
+    for (size_t i = 0; i < f->n; i++) {
+        texts[i] = f->texts[i];
+        lens[i] = strlen(f->texts[i]);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ASSERT_OK(embedder_embed(e, texts, lens, f->n, out));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (ret_secs)
+        *ret_secs = elapsed(&t0, &t1);
+    free(texts);
+    free(lens);
+}
+
+TEST(parity_tiny_text)
+{
+    struct embedder_options o = {.backend = "cpu", .max_batch_tokens = 1024};
+    struct embedder_stats st;
+    struct embedder *e = NULL;
+    struct fixture f;
+    char *msg = NULL;
+    float *out;
+
+    if (embedder_load("data/embed/tiny-model", &o, &e, &msg) < 0)
+        test_fail(__FILE__, __LINE__, "%s", msg);
+    ASSERT_EQ(embedder_dim(e), 64);
+    ASSERT_STREQ(embedder_backend_name(e), "cpu");
+    fixture_load("data/embed/tiny", 64, &f);
+    printf("  tokenizer: %zu of %zu texts differ from HF tokenizers\n",
+           count_token_mismatches(e, &f), f.n);
+    out = malloc(f.n * f.dim * sizeof(float));
+    embed_fixture_texts(e, &f, out, NULL);
+    check_parity("tiny, from text", &f, out);
+    embedder_get_stats(e, &st);
+    ASSERT_EQ(st.texts, f.n);
+    ASSERT_EQ(st.tokens, f.n_tokens);
+    ASSERT_GE(st.truncated, 1);
+    ASSERT_GE(st.batches, f.n_tokens / 1024 + 1);
+    free(out);
+    fixture_free(&f);
+    embedder_free(e);
+}
+
+TEST(embedder_batching_keeps_order)
+{
+    struct embedder_options o = {.backend = "cpu", .max_batch_tokens = 2000, .n_threads = 2};
+    struct embedder_memory mem;
+    struct embedder *e = NULL;
+    struct fixture f;
+    const uint32_t **ids;
+    float *a, *b;
+
+    ASSERT_OK(embedder_load("data/embed/tiny-model", &o, &e, NULL));
+    fixture_load("data/embed/tiny", 64, &f);
+    ids = malloc(f.n * sizeof(*ids));
+    for (size_t i = 0; i < f.n; i++)
+        ids[i] = f.ids[i];
+    a = malloc(f.n * 64 * sizeof(float));
+    b = malloc(f.n * 64 * sizeof(float));
+    ASSERT_EQ(embedder_batch_tokens(e), 2000);
+    ASSERT_OK(embedder_embed_tokens(e, ids, f.lens, f.n, a));
+    /* The smallest budget (one maximal sequence): many more batches, same vectors. */
+    embedder_set_batch_tokens(e, 1);
+    ASSERT_EQ(embedder_batch_tokens(e), 96);
+    ASSERT_OK(embedder_embed_tokens(e, ids, f.lens, f.n, b));
+    ASSERT_BELOW(max_abs_diff(a, b, f.n * 64), 1e-6);
+    embedder_set_batch_tokens(e, 1 << 30);
+    ASSERT_EQ(embedder_batch_tokens(e), 2000);
+    /* Input order: vector i belongs to text i. */
+    check_parity("tiny, budget 96", &f, b);
+
+    ASSERT_OK(embedder_get_memory(e, &mem));
+    ASSERT_GT(mem.backend.workspace, 0);
+    ASSERT_GT(mem.mapped, 900000);
+    ASSERT_GT(mem.buffers, 0);
+    embedder_release_memory(e);
+    ASSERT_OK(embedder_embed_tokens(e, ids, f.lens, f.n, b));
+    ASSERT_BELOW(max_abs_diff(a, b, f.n * 64), 1e-6);
+
+    /* Bad sequences are refused before any work. */
+    f.lens[3] = 97;
+    ASSERT_EQ(embedder_embed_tokens(e, ids, f.lens, f.n, b), -EINVAL);
+    f.lens[3] = 0;
+    ASSERT_EQ(embedder_embed_tokens(e, ids, f.lens, f.n, b), -EINVAL);
+    ASSERT_OK(embedder_embed_tokens(e, ids, f.lens, 0, b));
+    free(ids), free(a), free(b);
+    fixture_free(&f);
+    embedder_free(e);
+}
+
+TEST(embedder_load_errors)
+{
+    struct embedder *e = NULL;
+    struct embedder_options o = {.backend = "nope"};
+    char *msg = NULL;
+
+    ASSERT_EQ(embedder_load("/nonexistent", NULL, &e, &msg), -ENOENT);
+    ASSERT_TRUE(strstr(msg, "scripts/fetch-model") != NULL);
+    free(msg), msg = NULL;
+    ASSERT_EQ(embedder_load("data/embed/tiny-model", &o, &e, &msg), -ENOENT);
+    printf("  refused: %s\n", msg);
+    ASSERT_TRUE(strstr(msg, "nope") != NULL);
+    free(msg);
+    ASSERT_TRUE(embedder_free(NULL) == NULL);
+}
+
+#ifndef __SANITIZE_ADDRESS__
+/*
+ * Out of memory in the backend is not fatal: with the address space capped just above what is
+ * in use, the first large batch cannot get its workspace; the embedder halves the budget until
+ * the workspace fits and every vector still comes out right.
+ */
+TEST(embedder_enomem_halves_and_retries)
+{
+    struct embedder_options o = {.backend = "cpu", .max_batch_tokens = 6144, .n_threads = 1};
+    struct embedder_stats st;
+    struct embedder *e = NULL;
+    struct rlimit old, lim;
+    struct fixture f;
+    const uint32_t **ids;
+    float *out;
+    FILE *fp;
+    unsigned long vm_kb = 0;
+    char line[256];
+    int r;
+
+    ASSERT_OK(embedder_load("data/embed/tiny-model", &o, &e, NULL));
+    fixture_load("data/embed/tiny", 64, &f);
+    ids = malloc(f.n * sizeof(*ids));
+    for (size_t i = 0; i < f.n; i++)
+        ids[i] = f.ids[i];
+    out = malloc(f.n * 64 * sizeof(float));
+    /* Warm up OpenBLAS (its buffers) with one short sequence: a tiny workspace. */
+    ASSERT_OK(embedder_embed_tokens(e, ids, f.lens, 1, out));
+
+    fp = fopen("/proc/self/status", "r");
+    ASSERT_TRUE(fp != NULL);
+    while (fgets(line, sizeof(line), fp))
+        if (sscanf(line, "VmSize: %lu kB", &vm_kb) == 1)
+            break;
+    fclose(fp);
+    ASSERT_GT(vm_kb, 0);
+    /* The full 6144-token workspace needs ~9.4 MB here (6 x 64 floats per token); allow 4 MB. */
+    ASSERT_EQ(getrlimit(RLIMIT_AS, &old), 0);
+    lim = old;
+    lim.rlim_cur = (vm_kb + 4096) * 1024;
+    ASSERT_EQ(setrlimit(RLIMIT_AS, &lim), 0);
+    r = embedder_embed_tokens(e, ids, f.lens, f.n, out);
+    ASSERT_EQ(setrlimit(RLIMIT_AS, &old), 0);
+    ASSERT_OK(r);
+    embedder_get_stats(e, &st);
+    printf("  %" PRIu64 " retries at half budget\n", st.enomem_retries);
+    ASSERT_GE(st.enomem_retries, 1);
+    check_parity("tiny under an address-space cap", &f, out);
+    free(ids), free(out);
+    fixture_free(&f);
+    embedder_free(e);
+}
+#endif
+
+TEST(parity_minilm_text)
+{
+    struct embedder *e = NULL;
+    struct embedder_options o = {.backend = "cpu"};
+    char *dir = minilm_dir(), *msg = NULL;
+    struct fixture f;
+    double secs;
+    float *out;
+    size_t bad;
+
+    if (embedder_load(dir, &o, &e, &msg) < 0)
+        test_fail(__FILE__, __LINE__, "%s", msg);
+    fixture_load("data/embed/minilm", embedder_dim(e), &f);
+    bad = count_token_mismatches(e, &f);
+    printf("  tokenizer: %zu of %zu texts differ from HF tokenizers\n", bad, f.n);
+    out = malloc(f.n * f.dim * sizeof(float));
+    embed_fixture_texts(e, &f, out, &secs);
+    printf("  all-MiniLM-L6-v2 text -> vectors: %zu texts, %zu tokens in %.3f s = %.0f tokens/s\n",
+           f.n, f.n_tokens, secs, (double)f.n_tokens / secs);
+    check_parity("all-MiniLM-L6-v2, from text", &f, out);
+    free(out);
+    fixture_free(&f);
+    embedder_free(e);
     free(dir);
 }
 

@@ -42,7 +42,7 @@ typedef size_t (*chunk_count_tokens_fn)(void *ctx, const char *text, size_t len)
 struct chunk_options {
     size_t max_tokens;         /* model limit including header and 2 special tokens (256) */
     size_t merge_tokens;       /* merged neighbours stay at or below this many tokens (256) */
-    size_t min_tokens;         /* pieces below this merge with a neighbour; 0: never merge (48) */
+    size_t min_tokens;         /* pieces below this merge with a neighbour; 0: never merge (64) */
     uint32_t max_lines;        /* no chunk spans more lines (80) */
     uint32_t window_lines;     /* line-window fallback: lines per window (40) */
     uint32_t window_overlap;   /* line-window fallback: lines shared by neighbours (5) */

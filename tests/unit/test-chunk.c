@@ -1,0 +1,784 @@
+/*
+ * test-chunk.c - the language-aware chunker (daemon/index/chunk.h).
+ *
+ * Per grammar, a small realistic file under tests/data/chunk/ is chunked with merging off and
+ * its exact chunk boundaries and symbols are checked; then the invariants every chunk list must
+ * keep (order, 1-based inclusive lines covering every non-blank line, byte ranges matching the
+ * lines, valid UTF-8 text under the token limit with its header) are checked on every sample,
+ * on generated stress inputs (a function too big for one chunk, many tiny functions, a 10 MB
+ * line, invalid UTF-8, deep nesting) and on line-window fallbacks.
+ *
+ * Tests that need the tree-sitter grammars skip (77) when this build has none, and fail instead
+ * when CI is set, since scripts/setup provides them there.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chunk.h"
+#include "macro.h"
+#include "test.h"
+
+static void need_grammars(void)
+{
+    if (chunker_has_grammars())
+        return;
+    if (getenv("CI"))
+        test_fail(__FILE__, __LINE__,
+                  "built without tree-sitter grammars although CI is set: "
+                  "scripts/setup must provide third_party/tree-sitter");
+    TEST_SKIP("built without tree-sitter grammars (run scripts/setup and reconfigure)");
+}
+
+static char *read_all(const char *path, size_t *ret_len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+
+    if (!f)
+        test_fail(__FILE__, __LINE__, "cannot open %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t)n + 1);
+    ASSERT_TRUE(buf);
+    ASSERT_EQ(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    *ret_len = (size_t)n;
+    return buf;
+}
+
+/* A token counter unlike the built-in estimate, to prove the callback is what gets used: every
+ * run of up to 3 non-space bytes is a token. */
+static size_t count3(void *ctx, const char *s, size_t n)
+{
+    size_t t = 0, run = 0;
+
+    (*(size_t *)ctx)++;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+            run = 0;
+            continue;
+        }
+        if (run % 3 == 0)
+            t++;
+        run++;
+    }
+    return t;
+}
+
+static bool utf8_ok(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    for (size_t i = 0; i < n;) {
+        size_t k;
+        if (p[i] == 0)
+            return false;
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        k = p[i] >= 0xf0 ? 4 : p[i] >= 0xe0 ? 3 : p[i] >= 0xc2 ? 2 : 0;
+        if (k == 0 || i + k > n || p[i] > 0xf4)
+            return false;
+        for (size_t j = 1; j < k; j++)
+            if ((p[i + j] & 0xc0) != 0x80)
+                return false;
+        i += k;
+    }
+    return true;
+}
+
+static bool blank_line(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\f' && s[i] != '\v' &&
+            s[i] != '\n')
+            return false;
+    return true;
+}
+
+/*
+ * The contract of chunk.h, checked on one result: order, line and byte ranges, coverage of
+ * every non-blank line, header and code text, token and line limits.  `overlap` allows windows
+ * to overlap (the fallback); code chunks must not.
+ */
+static void check_invariants(const char *path, const char *src, size_t len,
+                             const struct chunk_options *opt, const struct chunk_list *l,
+                             bool overlap)
+{
+    size_t n_lines = 0, *starts, covered_to = 0;
+    char header[512];
+    size_t hl;
+    unsigned char *covered;
+
+    for (size_t i = 0; i < len; i++)
+        if (src[i] == '\n')
+            n_lines++;
+    if (len > 0 && src[len - 1] != '\n')
+        n_lines++;
+    starts = calloc(n_lines + 2, sizeof(size_t));
+    covered = calloc(n_lines + 2, 1);
+    ASSERT_TRUE(starts && covered);
+    for (size_t i = 0, ln = 1; i < len; i++)
+        if (src[i] == '\n')
+            starts[++ln - 1] = i + 1;
+    starts[n_lines] = len;
+
+    hl = (size_t)snprintf(header, sizeof(header), "file: %s\n", path);
+    for (size_t i = 0; i < l->n; i++) {
+        const struct chunk *c = &l->items[i];
+
+        ASSERT_GE(c->start_line, 1);
+        ASSERT_LE(c->start_line, c->end_line);
+        ASSERT_LE(c->end_line, n_lines);
+        ASSERT_LE(c->end_line - c->start_line + 1, opt->max_lines);
+        ASSERT_LT(c->start_byte, c->end_byte);
+        ASSERT_LE(c->end_byte, len);
+        /* Byte range lies within the chunk's lines. */
+        ASSERT_GE(c->start_byte, starts[c->start_line - 1]);
+        ASSERT_LE(c->end_byte, c->end_line < n_lines ? starts[c->end_line] : len);
+        if (i > 0) {
+            const struct chunk *p = &l->items[i - 1];
+            ASSERT_GE(c->start_line, p->start_line);
+            if (!overlap && p->end_line == c->start_line) {
+                /* Only the pieces of one long line share a line, and they tile it. */
+                ASSERT_EQ(p->start_line, p->end_line);
+                ASSERT_EQ(c->start_byte, p->end_byte);
+            } else if (!overlap) {
+                ASSERT_GT(c->start_line, p->end_line);
+            }
+        }
+        if (c->start_byte != starts[c->start_line - 1])
+            ASSERT_EQ(c->start_line, c->end_line); /* a piece of a long line */
+        /* Text: NUL-terminated valid UTF-8 "file: PATH\n[symbol: S\n]\n" + code. */
+        ASSERT_EQ(strlen(c->text), c->text_len);
+        ASSERT_TRUE(utf8_ok(c->text, c->text_len));
+        ASSERT_TRUE(strncmp(c->text, header, hl) == 0);
+        ASSERT_TRUE(c->header_len > hl && c->text[c->header_len - 1] == '\n');
+        if (c->symbol[0]) {
+            char sl[256];
+            snprintf(sl, sizeof(sl), "symbol: %s\n", c->symbol);
+            ASSERT_TRUE(strncmp(c->text + hl, sl, strlen(sl)) == 0);
+        }
+        if (utf8_ok(src + c->start_byte, c->end_byte - c->start_byte)) {
+            ASSERT_EQ(c->text_len - c->header_len, c->end_byte - c->start_byte);
+            ASSERT_TRUE(memcmp(c->text + c->header_len, src + c->start_byte,
+                               c->end_byte - c->start_byte) == 0);
+        }
+        ASSERT_LE(c->n_tokens, opt->max_tokens);
+        if (opt->count_tokens)
+            ASSERT_LE(opt->count_tokens(opt->count_ctx, c->text, c->text_len) + 2, opt->max_tokens);
+        ASSERT_TRUE(c->language && c->language[0]);
+        for (uint32_t ln = c->start_line; ln <= c->end_line; ln++)
+            covered[ln] = 1;
+        covered_to = c->end_byte > covered_to ? c->end_byte : covered_to;
+    }
+    for (size_t ln = 1; ln <= n_lines; ln++) {
+        size_t a = starts[ln - 1], e = ln < n_lines ? starts[ln] : len;
+        if (!covered[ln] && !blank_line(src + a, e - a))
+            test_fail(__FILE__, __LINE__, "%s: non-blank line %zu is in no chunk", path, ln);
+    }
+    free(starts);
+    free(covered);
+}
+
+struct expect {
+    uint32_t start, end;
+    const char *symbol;
+};
+
+/* Chunk a sample with merging off and compare boundaries and symbols exactly. */
+static void check_sample(const char *file, const char *language, const struct expect *want,
+                         size_t n_want)
+{
+    char path[256];
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+    size_t len, calls = 0;
+    char *src;
+
+    need_grammars();
+    snprintf(path, sizeof(path), "data/chunk/%s", file);
+    src = read_all(path, &len);
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.min_tokens = 0;
+    chunk_list_init(&l);
+    ASSERT_EQ(chunk_file(c, file, src, len, &opt, &l), (int)n_want);
+    for (size_t i = 0; i < l.n; i++) {
+        const struct chunk *ch = &l.items[i];
+        if (ch->start_line != want[i].start || ch->end_line != want[i].end ||
+            strcmp(ch->symbol, want[i].symbol) != 0)
+            test_fail(__FILE__, __LINE__, "%s chunk %zu: got %u-%u \"%s\", want %u-%u \"%s\"", file,
+                      i, ch->start_line, ch->end_line, ch->symbol, want[i].start, want[i].end,
+                      want[i].symbol);
+        ASSERT_STREQ(ch->language, language);
+    }
+    check_invariants(file, src, len, &opt, &l, false);
+    chunk_list_release(&l);
+
+    /* The same file with the defaults (merging on) and with a custom counter. */
+    chunk_options_init(&opt);
+    ASSERT_GT(chunk_file(c, file, src, len, &opt, &l), 0);
+    ASSERT_LE(l.n, n_want);
+    check_invariants(file, src, len, &opt, &l, false);
+    chunk_list_release(&l);
+    opt.count_tokens = count3;
+    opt.count_ctx = &calls;
+    opt.max_tokens = opt.merge_tokens = 64;
+    ASSERT_GT(chunk_file(c, file, src, len, &opt, &l), 0);
+    ASSERT_GT(calls, 0);
+    check_invariants(file, src, len, &opt, &l, false);
+    chunk_list_release(&l);
+
+    chunker_free(c);
+    free(src);
+}
+
+TEST(python_class_methods)
+{
+    static const struct expect want[] = {
+        {1, 5, ""},
+        {8, 11, "Item"},
+        {14, 17, "Inventory"},
+        {19, 20, "Inventory.__init__"},
+        {22, 29, "Inventory.add"},   /* with the comment above it */
+        {31, 33, "Inventory.total"}, /* with its decorator */
+        {36, 38, "load"},
+        {41, 42, ""},
+    };
+    check_sample("sample.py", "python", want, ELEMENTSOF(want));
+}
+
+TEST(c_functions)
+{
+    static const struct expect want[] = {
+        {1, 4, ""}, {6, 9, "ring"}, {11, 21, "ring_push"}, {23, 30, "ring_pop"}, {32, 41, "main"},
+    };
+    check_sample("sample.c", "c", want, ELEMENTSOF(want));
+}
+
+TEST(cpp_namespace_class)
+{
+    static const struct expect want[] = {
+        {1, 2, ""},
+        {4, 4, "shapes"},
+        {6, 8, "shapes::Polygon"},
+        {9, 9, "shapes::Polygon::Polygon"},
+        {11, 19, "shapes::Polygon::area"},
+        {21, 25, "shapes::Polygon"},
+        {27, 30, "shapes::Polygon::name"},
+        {32, 36, "shapes::clamp"},
+        {38, 38, "shapes"},
+    };
+    check_sample("sample.cpp", "cpp", want, ELEMENTSOF(want));
+}
+
+TEST(go_methods)
+{
+    static const struct expect want[] = {
+        {1, 6, ""}, {8, 12, "Cache"}, {14, 17, "entry"}, {19, 28, "Cache.Get"}, {30, 32, "New"},
+    };
+    check_sample("sample.go", "go", want, ELEMENTSOF(want));
+}
+
+TEST(rust_impl_and_attributes)
+{
+    static const struct expect want[] = {
+        {1, 1, ""},          {3, 7, "Counter"}, /* doc comment and #[derive] attached */
+        {9, 9, "Counter"},   {10, 12, "Counter::new"}, {14, 19, "Counter::add"},
+        {20, 20, "Counter"}, {22, 24, "tests"},        {26, 31, "tests::counts_words"},
+        {32, 32, "tests"},
+    };
+    check_sample("sample.rs", "rust", want, ELEMENTSOF(want));
+}
+
+TEST(java_class)
+{
+    static const struct expect want[] = {
+        {1, 4, ""},
+        {6, 8, "Sample"},
+        {10, 11, "Sample.Sample"},
+        {13, 16, "Sample.push"},
+        {18, 25, "Sample.toString"},
+        {26, 26, "Sample"},
+    };
+    check_sample("Sample.java", "java", want, ELEMENTSOF(want));
+}
+
+TEST(javascript_functions_and_class)
+{
+    static const struct expect want[] = {
+        {1, 3, ""},        {5, 13, "loadConfig"},         {15, 15, "isEnabled"},
+        {17, 17, "Store"}, {18, 20, "Store.constructor"}, {22, 24, "Store.get"},
+        {25, 25, "Store"},
+    };
+    check_sample("sample.js", "javascript", want, ELEMENTSOF(want));
+}
+
+TEST(typescript_interfaces_and_class)
+{
+    static const struct expect want[] = {
+        {1, 4, "User"},
+        {6, 6, "Id"},
+        {8, 9, "UserRepo"},
+        {11, 13, "UserRepo.add"},
+        {15, 17, "UserRepo.find"},
+        {18, 18, "UserRepo"},
+        {20, 21, "byName"},
+    };
+    check_sample("sample.ts", "typescript", want, ELEMENTSOF(want));
+}
+
+TEST(tsx_components)
+{
+    static const struct expect want[] = {
+        {1, 1, ""},
+        {3, 3, "Props"},
+        {5, 12, "Counter"},
+        {14, 16, "App"},
+    };
+    check_sample("sample.tsx", "tsx", want, ELEMENTSOF(want));
+}
+
+TEST(merging_with_defaults)
+{
+    struct chunker *c;
+    struct chunk_list l;
+    size_t len;
+    char *src = read_all("data/chunk/sample.py", &len);
+
+    need_grammars();
+    ASSERT_OK(chunker_new(&c));
+    chunk_list_init(&l);
+    /* Pieces under min_tokens (64) of code join a neighbour up to merge_tokens (256 with the
+     * header); names are listed, a class implied by its members. */
+    ASSERT_EQ(chunk_file(c, "sample.py", src, len, NULL, &l), 2);
+    ASSERT_EQ(l.items[0].start_line, 1);
+    ASSERT_EQ(l.items[0].end_line, 38);
+    ASSERT_STREQ(l.items[0].symbol, "Item, Inventory.__init__, add, total, load");
+    ASSERT_EQ(l.items[1].start_line, 41);
+    ASSERT_EQ(l.items[1].end_line, 42);
+    ASSERT_STREQ(l.items[1].symbol, "");
+    chunk_list_release(&l);
+    /* With a smaller min_tokens, mid-sized units stand alone. */
+    {
+        struct chunk_options opt;
+        chunk_options_init(&opt);
+        opt.min_tokens = 32;
+        ASSERT_EQ(chunk_file(c, "sample.py", src, len, &opt, &l), 4);
+        ASSERT_EQ(l.items[0].end_line, 20);
+        ASSERT_STREQ(l.items[0].symbol, "Item, Inventory.__init__");
+        ASSERT_EQ(l.items[1].start_line, 22);
+        ASSERT_EQ(l.items[1].end_line, 33);
+        ASSERT_STREQ(l.items[1].symbol, "Inventory.add, total");
+        ASSERT_STREQ(l.items[2].symbol, "load");
+    }
+    chunk_list_release(&l);
+    chunker_free(c);
+    free(src);
+}
+
+/* A buffer that grows with printf-style appends (test-only convenience). */
+struct sbuf {
+    char *s;
+    size_t n, cap;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int k;
+
+    for (;;) {
+        va_start(ap, fmt);
+        k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        ASSERT_GE(k, 0);
+        if (b->s && b->n + (size_t)k < b->cap)
+            break;
+        b->cap = (b->cap + (size_t)k + 1) * 2;
+        b->s = realloc(b->s, b->cap);
+        ASSERT_TRUE(b->s);
+    }
+    b->n += (size_t)k;
+}
+
+TEST(big_function_split_on_statements)
+{
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+    struct sbuf b = {0};
+    size_t calls = 0;
+
+    need_grammars();
+    sb_printf(&b, "int helper(int x);\n\nint big(int n)\n{\n    int acc = 0;\n");
+    for (int i = 0; i < 150; i++) {
+        if (i % 10 == 0)
+            sb_printf(&b,
+                      "    if (n > %d) {\n        acc += helper(n * %d);\n"
+                      "        acc ^= %d;\n    }\n",
+                      i, i, i * 7);
+        else
+            sb_printf(&b, "    acc = acc * 31 + helper(acc + %d);\n", i);
+    }
+    sb_printf(&b, "    return acc;\n}\n");
+
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.count_tokens = count3;
+    opt.count_ctx = &calls;
+    chunk_list_init(&l);
+    ASSERT_GT(chunk_file(c, "big.c", b.s, b.n, &opt, &l), 3);
+    check_invariants("big.c", b.s, b.n, &opt, &l, false);
+    for (size_t i = 0; i < l.n; i++) {
+        const struct chunk *ch = &l.items[i];
+        const char *code = ch->text + ch->header_len;
+        size_t n = ch->text_len - ch->header_len;
+
+        /* The declaration before big() merged in or stands alone; every other piece is big's
+         * and ends after a whole statement, never inside an if block. */
+        if (strcmp(ch->symbol, "big") != 0) {
+            ASSERT_EQ(i, 0);
+            continue;
+        }
+        ASSERT_TRUE(n >= 2 && code[n - 1] == '\n');
+        ASSERT_TRUE(code[n - 2] == ';' || code[n - 2] == '}' || code[n - 2] == '{');
+        /* The last line is not inside an if block (indented 8). */
+        {
+            size_t k = n - 1;
+            while (k > 0 && code[k - 1] != '\n')
+                k--;
+            ASSERT_TRUE(strncmp(code + k, "        ", 8) != 0);
+        }
+    }
+    chunk_list_release(&l);
+    chunker_free(c);
+    free(b.s);
+}
+
+TEST(tiny_functions_merged)
+{
+    struct chunker *c;
+    struct chunk_list l;
+    struct sbuf b = {0};
+
+    need_grammars();
+    for (int i = 0; i < 40; i++)
+        sb_printf(&b, "def get_%d(self):\n    return self._v%d\n\n\n", i, i);
+    ASSERT_OK(chunker_new(&c));
+    chunk_list_init(&l);
+    ASSERT_GT(chunk_file(c, "tiny.py", b.s, b.n, NULL, &l), 0);
+    /* 40 functions of ~15 tokens: a handful of chunks, each listing several names. */
+    ASSERT_LE(l.n, 8);
+    ASSERT_TRUE(strncmp(l.items[0].symbol, "get_0, get_1, get_2", 19) == 0);
+    {
+        struct chunk_options opt;
+        chunk_options_init(&opt);
+        check_invariants("tiny.py", b.s, b.n, &opt, &l, false);
+    }
+    chunk_list_release(&l);
+    chunker_free(c);
+    free(b.s);
+}
+
+TEST(markdown_windows)
+{
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+    size_t len;
+    char *src = read_all("data/chunk/sample.md", &len);
+
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.window_lines = 8;
+    opt.window_overlap = 2;
+    chunk_list_init(&l);
+    ASSERT_GT(chunk_file(c, "README.md", src, len, &opt, &l), 2);
+    check_invariants("README.md", src, len, &opt, &l, true);
+    for (size_t i = 0; i < l.n; i++) {
+        ASSERT_STREQ(l.items[i].language, "markdown");
+        ASSERT_LE(l.items[i].end_line - l.items[i].start_line + 1, 8);
+    }
+    /* Windows carry the heading above them and start at headings. */
+    ASSERT_STREQ(l.items[0].symbol, "Coarch");
+    ASSERT_STREQ(l.items[l.n - 1].symbol, "Design");
+    ASSERT_EQ(l.items[l.n - 1].start_line, 23);
+    chunk_list_release(&l);
+
+    /* Plain text windows overlap by window_overlap lines. */
+    {
+        struct sbuf b = {0};
+        for (int i = 0; i < 100; i++)
+            sb_printf(&b, "line %d of a plain text file\n", i);
+        ASSERT_GT(chunk_file(c, "notes.txt", b.s, b.n, &opt, &l), 10);
+        check_invariants("notes.txt", b.s, b.n, &opt, &l, true);
+        ASSERT_STREQ(l.items[0].language, "text");
+        ASSERT_EQ(l.items[0].start_line, 1);
+        ASSERT_EQ(l.items[0].end_line, 8);
+        ASSERT_EQ(l.items[1].start_line, 7);
+        ASSERT_EQ(l.items[l.n - 1].end_line, 100);
+        chunk_list_release(&l);
+        free(b.s);
+    }
+    chunker_free(c);
+    free(src);
+}
+
+TEST(ten_megabyte_line)
+{
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+    size_t len = 10u << 20, calls = 0, pos = 0;
+    char *src = malloc(len);
+    clock_t t0 = clock();
+
+    ASSERT_TRUE(src);
+    for (size_t i = 0; i < len; i++)
+        src[i] = "var a=1;function(b){return b+2}"[i % 32];
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.count_tokens = count3;
+    opt.count_ctx = &calls;
+    chunk_list_init(&l);
+    /* Over max_parse_bytes: not parsed, the single line is cut by bytes. */
+    ASSERT_GT(chunk_file(c, "min.js", src, len, &opt, &l), 1000);
+    check_invariants("min.js", src, len, &opt, &l, false);
+    for (size_t i = 0; i < l.n; i++) {
+        ASSERT_EQ(l.items[i].start_line, 1);
+        ASSERT_EQ(l.items[i].start_byte, pos);
+        pos = l.items[i].end_byte;
+    }
+    ASSERT_EQ(pos, len);
+    chunk_list_release(&l);
+    /* A chunk cap turns into -EFBIG, leaving the list as it was. */
+    opt.max_chunks = 100;
+    ASSERT_EQ(chunk_file(c, "min.js", src, len, &opt, &l), -EFBIG);
+    ASSERT_EQ(l.n, 0);
+    ASSERT_LT((double)(clock() - t0) / CLOCKS_PER_SEC, 60.0);
+    chunker_free(c);
+    free(src);
+}
+
+TEST(long_line_in_code)
+{
+    struct chunker *c;
+    struct chunk_list l;
+    struct sbuf b = {0};
+    struct chunk_options opt;
+
+    need_grammars();
+    sb_printf(&b, "def f():\n    return 1\n\nTABLE = [");
+    for (int i = 0; i < 3000; i++)
+        sb_printf(&b, "%d, ", i);
+    sb_printf(&b, "]\n\ndef g():\n    return 2\n");
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    chunk_list_init(&l);
+    ASSERT_GT(chunk_file(c, "table.py", b.s, b.n, &opt, &l), 5);
+    check_invariants("table.py", b.s, b.n, &opt, &l, false);
+    ASSERT_EQ(l.items[l.n - 1].start_line, 6);
+    chunk_list_release(&l);
+    chunker_free(c);
+    free(b.s);
+}
+
+TEST(invalid_utf8_and_nul)
+{
+    static const char src[] = "def f(x):\n    return \"\xff\xfe caf\xc3\xa9 \xc3\"\n\n"
+                              "def g():\n    s = 'a\0b'\n    return s  # \xed\xa0\x80 surrogate\n";
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+
+    need_grammars();
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.min_tokens = 0;
+    chunk_list_init(&l);
+    ASSERT_EQ(chunk_file(c, "bad\xff.py", src, sizeof(src) - 1, &opt, &l), 2);
+    check_invariants("bad\xef\xbf\xbd.py", src, sizeof(src) - 1, &opt, &l, false);
+    ASSERT_STREQ(l.items[0].symbol, "f");
+    ASSERT_STREQ(l.items[1].symbol, "g");
+    ASSERT_TRUE(strstr(l.items[0].text, "\xef\xbf\xbd\xef\xbf\xbd caf\xc3\xa9 \xef\xbf\xbd"));
+    ASSERT_TRUE(strstr(l.items[1].text, "'a\xef\xbf\xbd"
+                                        "b'"));
+    chunk_list_release(&l);
+    chunker_free(c);
+}
+
+TEST(empty_and_blank)
+{
+    struct chunker *c;
+    struct chunk_list l;
+
+    ASSERT_OK(chunker_new(&c));
+    chunk_list_init(&l);
+    ASSERT_EQ(chunk_file(c, "empty.py", "", 0, NULL, &l), 0);
+    ASSERT_EQ(chunk_file(c, "empty.py", NULL, 0, NULL, &l), 0);
+    ASSERT_EQ(chunk_file(c, "blank.c", "\n\n   \n\t\n", 8, NULL, &l), 0);
+    ASSERT_EQ(chunk_file(c, "x.md", "\n\nhi", 4, NULL, &l), 1);
+    ASSERT_EQ(l.items[0].start_line, 3);
+    ASSERT_EQ(l.items[0].end_line, 3);
+    ASSERT_EQ(l.items[0].start_byte, 2);
+    ASSERT_EQ(l.items[0].end_byte, 4);
+    ASSERT_STREQ(l.items[0].text, "file: x.md\n\nhi");
+    /* A second call appends. */
+    ASSERT_EQ(chunk_file(c, "y.txt", "a\nb\n", 4, NULL, &l), 1);
+    ASSERT_EQ(l.n, 2);
+    ASSERT_STREQ(l.items[1].text, "file: y.txt\n\na\nb\n");
+    chunk_list_release(&l);
+    ASSERT_EQ(l.n, 0);
+    chunker_free(c);
+}
+
+TEST(deep_nesting)
+{
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+    struct sbuf b = {0};
+
+    need_grammars();
+    sb_printf(&b, "int f(void)\n{\n");
+    for (int i = 0; i < 3000; i++)
+        sb_printf(&b, "if (x) {\n");
+    for (int i = 0; i < 3000; i++)
+        sb_printf(&b, "}\n");
+    sb_printf(&b, "}\n");
+    sb_printf(&b, "x = ");
+    for (int i = 0; i < 20000; i++)
+        sb_printf(&b, "(");
+    for (int i = 0; i < 20000; i++)
+        sb_printf(&b, ")");
+    sb_printf(&b, ";\n");
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    chunk_list_init(&l);
+    ASSERT_GT(chunk_file(c, "deep.c", b.s, b.n, &opt, &l), 1);
+    check_invariants("deep.c", b.s, b.n, &opt, &l, false);
+    chunk_list_release(&l);
+    ASSERT_GT(chunk_file(c, "deep.py", b.s, b.n, &opt, &l), 1);
+    check_invariants("deep.py", b.s, b.n, &opt, &l, false);
+    chunk_list_release(&l);
+    chunker_free(c);
+    free(b.s);
+}
+
+TEST(parse_timeout_falls_back_to_windows)
+{
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+    struct sbuf b = {0};
+
+    need_grammars();
+    for (int i = 0; i < 20000; i++)
+        sb_printf(&b, "def f%d(a):\n    return a + %d\n\n", i, i);
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.parse_timeout_us = 1;
+    chunk_list_init(&l);
+    ASSERT_GT(chunk_file(c, "slow.py", b.s, b.n, &opt, &l), 100);
+    check_invariants("slow.py", b.s, b.n, &opt, &l, true);
+    /* Windows overlap and carry no symbol; the language is still known. */
+    ASSERT_STREQ(l.items[0].symbol, "");
+    ASSERT_STREQ(l.items[0].language, "python");
+    ASSERT_LE(l.items[1].start_line, l.items[0].end_line);
+    chunk_list_release(&l);
+    /* The parser recovers for the next file. */
+    opt.parse_timeout_us = 2000000;
+    ASSERT_EQ(chunk_file(c, "ok.py", "def ok():\n    return 1\n", 23, &opt, &l), 1);
+    ASSERT_STREQ(l.items[0].symbol, "ok");
+    chunk_list_release(&l);
+    chunker_free(c);
+    free(b.s);
+}
+
+TEST(bad_arguments)
+{
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+
+    ASSERT_OK(chunker_new(&c));
+    chunk_list_init(&l);
+    chunk_options_init(&opt);
+    ASSERT_EQ(chunk_file(NULL, "a.c", "x", 1, NULL, &l), -EINVAL);
+    ASSERT_EQ(chunk_file(c, NULL, "x", 1, NULL, &l), -EINVAL);
+    ASSERT_EQ(chunk_file(c, "a.c", NULL, 1, NULL, &l), -EINVAL);
+    ASSERT_EQ(chunk_file(c, "a.c", "x", 1, NULL, NULL), -EINVAL);
+    opt.max_tokens = 8;
+    ASSERT_EQ(chunk_file(c, "a.c", "x", 1, &opt, &l), -EINVAL);
+    chunk_options_init(&opt);
+    opt.language = "klingon";
+    ASSERT_EQ(chunk_file(c, "a.c", "x", 1, &opt, &l), -EINVAL);
+    chunk_options_init(&opt);
+    opt.max_file_bytes = 4;
+    ASSERT_EQ(chunk_file(c, "a.c", "int x;\n", 7, &opt, &l), -EFBIG);
+    ASSERT_EQ(l.n, 0);
+    chunker_free(c);
+    ASSERT_TRUE(chunker_free(NULL) == NULL);
+    chunk_list_release(NULL);
+}
+
+TEST(forced_language)
+{
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+    static const char src[] = "def f():\n    return 1\n";
+
+    need_grammars();
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.language = "python";
+    chunk_list_init(&l);
+    ASSERT_EQ(chunk_file(c, "no-extension", src, sizeof(src) - 1, &opt, &l), 1);
+    ASSERT_STREQ(l.items[0].language, "python");
+    ASSERT_STREQ(l.items[0].symbol, "f");
+    chunk_list_release(&l);
+    chunker_free(c);
+}
+
+TEST(language_detection)
+{
+    ASSERT_STREQ(chunk_detect_language("a/b/x.py", NULL, 0), "python");
+    ASSERT_STREQ(chunk_detect_language("x.H", NULL, 0), "c");
+    ASSERT_STREQ(chunk_detect_language("x.hpp", NULL, 0), "cpp");
+    ASSERT_STREQ(chunk_detect_language("x.cc", NULL, 0), "cpp");
+    ASSERT_STREQ(chunk_detect_language("x.mjs", NULL, 0), "javascript");
+    ASSERT_STREQ(chunk_detect_language("x.tsx", NULL, 0), "tsx");
+    ASSERT_STREQ(chunk_detect_language("x.ts", NULL, 0), "typescript");
+    ASSERT_STREQ(chunk_detect_language("main.go", NULL, 0), "go");
+    ASSERT_STREQ(chunk_detect_language("lib.rs", NULL, 0), "rust");
+    ASSERT_STREQ(chunk_detect_language("A.java", NULL, 0), "java");
+    ASSERT_STREQ(chunk_detect_language("README.md", NULL, 0), "markdown");
+    ASSERT_STREQ(chunk_detect_language("src/Makefile", NULL, 0), "make");
+    ASSERT_STREQ(chunk_detect_language(".bashrc", NULL, 0), "text");
+    ASSERT_STREQ(chunk_detect_language("tool", "#!/usr/bin/env python3\nprint(1)\n", 31), "python");
+    ASSERT_STREQ(chunk_detect_language("tool", "#!/usr/bin/python3.11 -u\n", 25), "python");
+    ASSERT_STREQ(chunk_detect_language("run", "#!/bin/sh\nexit 0\n", 17), "shell");
+    ASSERT_STREQ(chunk_detect_language("srv", "#!/usr/bin/env -S node --flag\n", 30), "javascript");
+    ASSERT_STREQ(chunk_detect_language("x", "#!", 2), "text");
+    ASSERT_STREQ(chunk_detect_language("x", NULL, 0), "text");
+    ASSERT_EQ(chunk_language_has_grammar("python"), chunker_has_grammars());
+    ASSERT_FALSE(chunk_language_has_grammar("markdown"));
+}
+
+int main(int argc, char **argv)
+{
+    return test_run_all(argc, argv);
+}

@@ -1,7 +1,9 @@
 /*
  * chunk-dump - print how coarch chunks files, or measure chunking throughput.
  *
- *   chunk-dump [-t MAX_TOKENS] [-m MIN_TOKENS] FILE...      chunks as text, one block each
+ *   chunk-dump [-t MAX_TOKENS] [-m MIN_TOKENS] [-w] FILE... chunks as text, one block each
+ *                                                           (-w: count words, not estimated
+ *                                                           WordPiece tokens)
  *   chunk-dump --json [...] FILE...                          one JSON object per chunk
  *   chunk-dump --stats [...] FILE... | DIR                   totals: MB/s, chunks/s
  *
@@ -12,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +59,21 @@ static int read_file(const char *path, char **ret, size_t *ret_len)
     *ret = buf;
     *ret_len = off;
     return 0;
+}
+
+/* -w: one token per whitespace-separated word (what test-chunk's count_words does). */
+static size_t count_words(void *ctx, const char *s, size_t n)
+{
+    size_t t = 0;
+    bool in = false;
+
+    (void)ctx;
+    for (size_t i = 0; i < n; i++) {
+        bool sp = s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r';
+        t += !sp && !in;
+        in = !sp;
+    }
+    return t;
 }
 
 static double now_s(void)
@@ -195,11 +213,13 @@ int main(int argc, char **argv)
             opt.max_tokens = opt.merge_tokens = strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "-m") == 0 && i + 1 < argc)
             opt.min_tokens = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "-w") == 0)
+            opt.count_tokens = count_words;
         else if (strcmp(argv[i], "-l") == 0 && i + 1 < argc)
             opt.language = argv[++i];
         else {
             fprintf(stderr, "usage: chunk-dump [--json|--stats] [--all] [-t MAX_TOKENS] "
-                            "[-m MIN_TOKENS] [-l LANGUAGE] FILE|DIR...\n");
+                            "[-m MIN_TOKENS] [-w] [-l LANGUAGE] FILE|DIR...\n");
             return 2;
         }
     }

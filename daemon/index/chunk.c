@@ -320,11 +320,12 @@ static bool is_alnum_ascii(unsigned char c)
 }
 
 /*
- * The default token count: BERT's basic tokenizer splits on whitespace and on every ASCII
- * punctuation character ('_' included), then WordPiece splits words into vocabulary pieces.
- * Each punctuation character and each non-ASCII character is one token; a word of L letters is
- * estimated at 1 + (L - 1) / 4 pieces, which stays above the real count for typical code
- * identifiers (checked against all-MiniLM-L6-v2's vocabulary in tests/unit/test-chunk.c's notes).
+ * The default token count, for callers without the model's tokenizer: BERT's basic tokenizer
+ * splits on whitespace and on every ASCII punctuation character ('_' included), then WordPiece
+ * cuts words into vocabulary pieces.  Each punctuation and non-ASCII character counts one token
+ * and a word of L letters 1 + (L - 1) / 3.  Against all-MiniLM-L6-v2's real tokenizer on 126k
+ * lines of Python and C this is 1.18 times the true total and low for 14% of lines (by more than
+ * 10% for 8%): a deliberate overestimate, so that chunks cut with it still fit the model.
  */
 static size_t estimate_tokens(void *ctx, const char *text, size_t len)
 {
@@ -342,7 +343,7 @@ static size_t estimate_tokens(void *ctx, const char *text, size_t len)
                 run++;
                 i++;
             }
-            t += 1 + (run - 1) / 4;
+            t += 1 + (run - 1) / 3;
         } else if (c < 0x80) {
             t++;
             i++;
@@ -915,15 +916,22 @@ static size_t header_tokens(const struct file *f, const char *sym)
     return SPECIAL_TOKENS + f->path_tokens + symbol_tokens(f, sym);
 }
 
-/* Add p's symbols to q's list, skipping names q already has. */
+/* Add p's symbols to q's list, skipping names q already has and scopes of names it has (the
+ * closing brace of `impl Counter` adds nothing after "Counter::add"). */
 static void merge_symbols(const struct file *f, struct piece *q, const struct piece *p)
 {
+    size_t seplen = strlen(f->sep);
+
     for (uint8_t i = 0; i < p->n_syms; i++) {
         const char *e = chunk_pool_get(f->sp, p->syms[i]);
+        size_t el = strlen(e);
         bool dup = false;
 
-        for (uint8_t k = 0; k < q->n_syms && !dup; k++)
-            dup = q->syms[k] == p->syms[i] || strcmp(chunk_pool_get(f->sp, q->syms[k]), e) == 0;
+        for (uint8_t k = 0; k < q->n_syms && !dup; k++) {
+            const char *h = chunk_pool_get(f->sp, q->syms[k]);
+            dup = q->syms[k] == p->syms[i] || strcmp(h, e) == 0 ||
+                  (strncmp(h, e, el) == 0 && strncmp(h + el, f->sep, seplen) == 0);
+        }
         if (dup)
             continue;
         if (q->n_syms < PIECE_SYMS)

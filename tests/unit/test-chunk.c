@@ -349,39 +349,64 @@ TEST(tsx_components)
     check_sample("sample.tsx", "tsx", want, ELEMENTSOF(want));
 }
 
-TEST(merging_with_defaults)
+/* One token per whitespace-separated word: a counter whose sums are easy to follow. */
+static size_t count_words(void *ctx, const char *s, size_t n)
+{
+    size_t t = 0;
+    bool in = false;
+
+    (void)ctx;
+    for (size_t i = 0; i < n; i++) {
+        bool sp = s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r';
+        t += !sp && !in;
+        in = !sp;
+    }
+    return t;
+}
+
+TEST(merging)
 {
     struct chunker *c;
+    struct chunk_options opt;
     struct chunk_list l;
     size_t len;
     char *src = read_all("data/chunk/sample.py", &len);
 
     need_grammars();
     ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.count_tokens = count_words;
+    opt.max_tokens = opt.merge_tokens = 64;
+    opt.min_tokens = 24;
     chunk_list_init(&l);
-    /* Pieces under min_tokens (64) of code join a neighbour up to merge_tokens (256 with the
-     * header); names are listed, a class implied by its members. */
-    ASSERT_EQ(chunk_file(c, "sample.py", src, len, NULL, &l), 2);
+    /* Code pieces under 24 words join a neighbour while the result, header included, stays
+     * within 64 words: the head of the file up to __init__ (38 words of code) is one chunk;
+     * add() (25 words) takes in total(), load() and the main block after it (9, 12, 5).
+     * Names are listed, a class implied by its members. */
+    ASSERT_EQ(chunk_file(c, "sample.py", src, len, &opt, &l), 2);
+    check_invariants("sample.py", src, len, &opt, &l, false);
     ASSERT_EQ(l.items[0].start_line, 1);
-    ASSERT_EQ(l.items[0].end_line, 38);
-    ASSERT_STREQ(l.items[0].symbol, "Item, Inventory.__init__, add, total, load");
-    ASSERT_EQ(l.items[1].start_line, 41);
+    ASSERT_EQ(l.items[0].end_line, 20);
+    ASSERT_STREQ(l.items[0].symbol, "Item, Inventory.__init__");
+    ASSERT_EQ(l.items[0].n_tokens, 44);
+    ASSERT_EQ(l.items[1].start_line, 22);
     ASSERT_EQ(l.items[1].end_line, 42);
-    ASSERT_STREQ(l.items[1].symbol, "");
+    ASSERT_STREQ(l.items[1].symbol, "Inventory.add, total, load");
+    ASSERT_EQ(l.items[1].n_tokens, 59);
     chunk_list_release(&l);
-    /* With a smaller min_tokens, mid-sized units stand alone. */
-    {
-        struct chunk_options opt;
-        chunk_options_init(&opt);
-        opt.min_tokens = 32;
-        ASSERT_EQ(chunk_file(c, "sample.py", src, len, &opt, &l), 4);
-        ASSERT_EQ(l.items[0].end_line, 20);
-        ASSERT_STREQ(l.items[0].symbol, "Item, Inventory.__init__");
-        ASSERT_EQ(l.items[1].start_line, 22);
-        ASSERT_EQ(l.items[1].end_line, 33);
-        ASSERT_STREQ(l.items[1].symbol, "Inventory.add, total");
-        ASSERT_STREQ(l.items[2].symbol, "load");
-    }
+
+    /* A tighter merge_tokens keeps the main block apart. */
+    opt.merge_tokens = 56;
+    ASSERT_EQ(chunk_file(c, "sample.py", src, len, &opt, &l), 3);
+    ASSERT_EQ(l.items[1].end_line, 38);
+    ASSERT_EQ(l.items[2].start_line, 41);
+    ASSERT_STREQ(l.items[2].symbol, "");
+    chunk_list_release(&l);
+
+    /* The defaults merge too: fewer chunks than units, in order, names listed. */
+    ASSERT_GT(chunk_file(c, "sample.py", src, len, NULL, &l), 0);
+    ASSERT_LT(l.n, 8);
+    ASSERT_TRUE(strstr(l.items[0].symbol, "Item, Inventory.__init__") == l.items[0].symbol);
     chunk_list_release(&l);
     chunker_free(c);
     free(src);

@@ -60,6 +60,7 @@ int embedder_load(const char *model_dir, const struct embedder_options *options,
                   struct embedder **ret, char **ret_error_message)
 {
     struct embed_backend_options bo = {0};
+    const char *backend;
     struct embedder *e;
     size_t dim;
     int r;
@@ -90,10 +91,13 @@ int embedder_load(const char *model_dir, const struct embedder_options *options,
     e->budget = e->max_tokens;
     bo.max_batch_tokens = e->max_tokens;
     bo.n_threads = options ? options->n_threads : 0;
-    r = embed_backend_open(options ? options->backend : NULL, e->model, &bo, &e->backend);
+    backend = options && options->backend ? options->backend : getenv("COARCH_BACKEND");
+    if (backend && !*backend)
+        backend = NULL;
+    r = embed_backend_open(backend, e->model, &bo, &e->backend);
     if (r < 0) {
         r = fail(ret_error_message, r, "%s: cannot open the %s backend: %s", model_dir,
-                 options && options->backend ? options->backend : "auto",
+                 backend ? backend : "auto",
                  r == -ENOENT ? "no such backend in this build" : strerror(-r));
         goto out_free;
     }

@@ -38,7 +38,7 @@ struct embedder;
 #define EMBEDDER_DEFAULT_BATCH_TOKENS 4096
 
 struct embedder_options {
-    const char *backend;     /* "cpu", "cuda", or NULL / "auto" for the best available */
+    const char *backend;     /* "cpu", "cuda", "auto"; NULL: $COARCH_BACKEND, else "auto" */
     size_t max_batch_tokens; /* largest token budget ever used; 0: EMBEDDER_DEFAULT_BATCH_TOKENS */
     unsigned n_threads;      /* CPU backend threads; 0: every CPU this process may run on */
 };

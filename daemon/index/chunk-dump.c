@@ -2,8 +2,9 @@
  * chunk-dump - print how coarch chunks files, or measure chunking throughput.
  *
  *   chunk-dump [-t MAX_TOKENS] [-m MIN_TOKENS] [-w] FILE... chunks as text, one block each
- *                                                           (-w: count words, not estimated
- *                                                           WordPiece tokens)
+ *                                                           (-w: count words, -M DIR: the
+ *                                                           model's tokenizer, else the
+ *                                                           built-in estimate)
  *   chunk-dump --json [...] FILE...                          one JSON object per chunk
  *   chunk-dump --stats [...] FILE... | DIR                   totals: MB/s, chunks/s
  *
@@ -23,6 +24,9 @@
 #include <unistd.h>
 
 #include "chunk.h"
+#ifdef CHUNK_DUMP_TOKENIZER
+#include "tokenizer.h"
+#endif
 
 struct stats {
     size_t files, bytes, chunks, lines, failed, max_tokens_seen, max_lines_seen;
@@ -75,6 +79,23 @@ static size_t count_words(void *ctx, const char *s, size_t n)
     }
     return t;
 }
+
+#ifdef CHUNK_DUMP_TOKENIZER
+/* -M DIR: the model's own WordPiece tokenizer, as coarchd counts. */
+struct wordpiece {
+    struct tokenizer *tok;
+    struct tokens ids;
+};
+
+static size_t count_wordpiece(void *ctx, const char *s, size_t n)
+{
+    struct wordpiece *wp = ctx;
+    int r = tokenizer_encode(wp->tok, s, n, UINT32_MAX / 2, &wp->ids);
+    uint32_t sp = tokenizer_num_special_tokens(wp->tok);
+
+    return r < 0 ? n : (size_t)r > sp ? (size_t)r - sp : 0;
+}
+#endif
 
 static double now_s(void)
 {
@@ -215,11 +236,25 @@ int main(int argc, char **argv)
             opt.min_tokens = strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "-w") == 0)
             opt.count_tokens = count_words;
+#ifdef CHUNK_DUMP_TOKENIZER
+        else if (strcmp(argv[i], "-M") == 0 && i + 1 < argc) {
+            char *err = NULL;
+            static struct wordpiece wp;
+            r = tokenizer_load(argv[++i], &wp.tok, &err);
+            if (r < 0) {
+                fprintf(stderr, "chunk-dump: %s\n", err ? err : strerror(-r));
+                return 1;
+            }
+            tokens_init(&wp.ids, false);
+            opt.count_tokens = count_wordpiece;
+            opt.count_ctx = &wp;
+        }
+#endif
         else if (strcmp(argv[i], "-l") == 0 && i + 1 < argc)
             opt.language = argv[++i];
         else {
             fprintf(stderr, "usage: chunk-dump [--json|--stats] [--all] [-t MAX_TOKENS] "
-                            "[-m MIN_TOKENS] [-w] [-l LANGUAGE] FILE|DIR...\n");
+                            "[-m MIN_TOKENS] [-w | -M MODEL_DIR] [-l LANGUAGE] FILE|DIR...\n");
             return 2;
         }
     }

@@ -17,7 +17,9 @@
  *   - [start_byte, end_byte) is the chunk's code in the caller's buffer;
  *   - text is "file: PATH\n[symbol: SYMBOL\n]\n" followed by the code, always valid UTF-8 (invalid
  *     bytes and NULs become U+FFFD) and NUL-terminated; counted with the options' token counter
- *     it is at most max_tokens - 2 tokens (2 are left for the model's [CLS] and [SEP]);
+ *     it is at most max_tokens - 2 tokens (2 are left for the model's [CLS] and [SEP]), unless
+ *     the header alone leaves under 16 tokens for code (a very long path with a tiny
+ *     max_tokens): the code still gets 16;
  *   - no chunk spans more than max_lines lines.
  *
  * Threading: a chunker owns a tree-sitter parser and is used by one thread at a time; use one

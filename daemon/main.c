@@ -24,7 +24,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "cpu.h"
 #include "daemon.h"
+#include "engine.h"
 #include "log.h"
 #include "macro.h"
 #include "paths.h"
@@ -139,10 +141,13 @@ int main(int argc, char **argv)
     _cleanup_free_ char *socket_path = NULL, *data_dir = NULL, *config_path = NULL;
     struct daemon_options o = {.listen_fd = -1};
     struct daemon *d = NULL;
+    struct engine *engine = NULL;
     struct args args;
     int r;
 
     log_set_ident("coarchd");
+    /* Before anything else: may re-execute us so OpenBLAS picks its AVX-512 kernels (cpu.h). */
+    embed_cpu_setup_process(argv);
     r = parse_args(argc, argv, &args);
     if (r <= 0)
         return r == 0 ? EXIT_OK : EXIT_USAGE;
@@ -196,12 +201,22 @@ int main(int argc, char **argv)
     r = daemon_new(&o, &d); /* takes the socket-activated fd, whatever happens */
     if (r < 0)
         return r == -EBUSY ? EXIT_RUNNING : EXIT_FAIL;
+    r = engine_new(d, data_dir, &engine);
+    if (r < 0) {
+        daemon_free(d);
+        return r == -EINVAL ? EXIT_USAGE : EXIT_FAIL;
+    }
     r = daemon_start(d);
     if (r < 0) {
+        /* Wind down through the normal stop sequence: modules may have threads running. */
+        daemon_stop(d, "start-up failed");
+        (void)daemon_run(d);
+        engine_free(engine);
         daemon_free(d);
         return r == -EADDRINUSE ? EXIT_RUNNING : EXIT_FAIL;
     }
     r = daemon_run(d);
+    engine_free(engine);
     daemon_free(d);
     if (r < 0)
         return EXIT_FAIL;

@@ -1,0 +1,1640 @@
+/*
+ * engine.c - see engine.h for the design.
+ */
+#include "engine.h"
+
+#include "daemon.h"
+#include "embedder.h"
+#include "governor.h"
+#include "indexer.h"
+#include "log.h"
+#include "macro.h"
+#include "paths.h"
+#include "pressure-config.h"
+#include "pressure.h"
+#include "proto.h"
+#include "rpc.h"
+#include "search.h"
+#include "store-chunk.h"
+#include "store-job.h"
+#include "store-repo.h"
+#include "timer.h"
+#include "tokenizer.h"
+#include "work.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define DEFAULT_MODEL "all-MiniLM-L6-v2"
+#define PROGRESS_MIN_INTERVAL_S 0.2
+#define SNIPPET_MAX_LINES 8
+#define SNIPPET_MAX_BYTES 1024
+#define EMBED_MAX_TEXTS 1024
+#define RECENT_JOBS 64
+
+struct job {
+    uint64_t id;
+    uint32_t repo;
+    char *root;
+    atomic_bool cancel;      /* stop at the next batch (the indexer's flag) */
+    atomic_bool interrupted; /* ...because the daemon stops: resume at the next start */
+    bool resumed;
+    uint32_t state;
+    int error;
+    char message[256];
+    struct indexer_progress progress;
+    bool has_progress;
+    double last_notify;
+    struct rpc_request **waiters; /* `index {wait: true}` requests answered at the end */
+    size_t n_waiters;
+    uint64_t scan_errors, file_errors;
+    struct job *next; /* queue link */
+};
+
+struct engine {
+    struct daemon *d;
+    struct event_loop *el;
+    struct rpc *rpc;
+    struct store *store;
+
+    /* the model */
+    char *model_name, *model_dir;
+    pthread_mutex_t emb_lock;
+    struct embedder *emb;
+    char emb_error[512];
+    struct tokens count_tokens; /* worker thread only (the chunker's token counter) */
+
+    /* memory */
+    struct pressure_config pcfg;
+    struct governor *gov;
+    pthread_mutex_t gov_lock;
+    struct pressure_source *psrc;
+    struct event_timer *gov_timer;
+    atomic_uint actions;
+    unsigned last_level;
+
+    struct search_cache *cache;
+
+    /* jobs: queue and current guarded by lock; jobs are owned by the loop thread otherwise */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct job *queue_head, *queue_tail;
+    struct job *current;
+    bool stopping;
+    pthread_t worker;
+    bool worker_started;
+    struct job *recent[RECENT_JOBS]; /* finished jobs, newest last (loop thread) */
+    size_t n_recent;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int64_t realtime_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct job *job_free(struct job *j)
+{
+    if (!j)
+        return NULL;
+    free(j->root);
+    free(j->waiters);
+    free(j);
+    return NULL;
+}
+
+/* ---- the model -------------------------------------------------------------------------- */
+
+/* With emb_lock held: load the embedder if it is not loaded.  0, or <0 with emb_error set. */
+static int ensure_embedder(struct engine *e)
+{
+    struct embedder_options o = {0};
+    char *msg = NULL;
+    int r;
+
+    if (e->emb)
+        return 0;
+    r = embedder_load(e->model_dir, &o, &e->emb, &msg);
+    if (r < 0) {
+        snprintf(e->emb_error, sizeof(e->emb_error),
+                 "cannot load the embedding model %s from %s: %s%s", e->model_name, e->model_dir,
+                 msg ? msg : strerror(-r), r == -ENOENT ? " (run scripts/fetch-model)" : "");
+        free(msg);
+        log_error("%s", e->emb_error);
+        return r;
+    }
+    log_info("model %s loaded (%u dims, max %u tokens, %s backend)", e->model_name,
+             embedder_dim(e->emb), embedder_max_seq_length(e->emb), embedder_backend_name(e->emb));
+    return 0;
+}
+
+static int embed_locked(struct engine *e, const char *const *texts, const size_t *lens, size_t n,
+                        float *out)
+{
+    int r;
+
+    pthread_mutex_lock(&e->emb_lock);
+    r = ensure_embedder(e);
+    if (r >= 0)
+        r = embedder_embed(e->emb, texts, lens, n, out);
+    pthread_mutex_unlock(&e->emb_lock);
+    return r;
+}
+
+static int indexer_embed_cb(void *ctx, const char *const *texts, const size_t *lens, size_t n,
+                            float *out)
+{
+    return embed_locked(ctx, texts, lens, n, out);
+}
+
+/* The chunker's token counter: WordPiece tokens without the special ones.  Worker thread. */
+static size_t count_tokens_cb(void *ctx, const char *text, size_t len)
+{
+    struct engine *e = ctx;
+    const struct tokenizer *t = embedder_tokenizer(e->emb);
+    int n = tokenizer_encode(t, text, len, UINT32_MAX / 2, &e->count_tokens);
+
+    if (n < 0)
+        return len / 3 + 1; /* out of memory: a pessimistic estimate keeps chunks small */
+    return (size_t)n - tokenizer_num_special_tokens(t);
+}
+
+/* ---- notifications ---------------------------------------------------------------------- */
+
+static int pack_progress_fields(msgpack_packer *pk, const struct job *j, struct engine *e);
+
+static int pack_progress_notification(msgpack_packer *pk, void *userdata)
+{
+    void **args = userdata;
+    return pack_progress_fields(pk, args[0], args[1]);
+}
+
+#define PROGRESS_FIELDS 22
+
+static int pack_progress_fields(msgpack_packer *pk, const struct job *j, struct engine *e)
+{
+    const struct indexer_progress *p = &j->progress;
+    struct pressure_snapshot s = {0};
+    int r = 0;
+
+    if (e->gov) {
+        pthread_mutex_lock(&e->gov_lock);
+        governor_snapshot(e->gov, &s);
+        pthread_mutex_unlock(&e->gov_lock);
+    }
+    r |= proto_pack_kv_uint(pk, "job", j->id);
+    r |= proto_pack_kv_str(pk, "repo", j->root);
+    r |= proto_pack_kv_str(pk, "state", job_state_to_string(j->state));
+    r |= proto_pack_kv_str(pk, "phase", p->phase ? p->phase : "queued");
+    r |= proto_pack_kv_uint(pk, "files_done", p->files_done);
+    r |= proto_pack_kv_uint(pk, "files_total", p->files_total);
+    r |= proto_pack_kv_uint(pk, "files_scanned", p->files_scanned);
+    r |= proto_pack_kv_uint(pk, "chunks_done", p->chunks_done);
+    r |= proto_pack_kv_uint(pk, "chunks_total", p->chunks_total);
+    r |= proto_pack_kv_double(pk, "chunks_per_s", p->chunks_per_s);
+    r |= proto_pack_kv_double(pk, "eta_s", p->eta_s);
+    r |= proto_pack_kv_double(pk, "elapsed_s", p->elapsed_s);
+    r |= proto_pack_kv_uint(pk, "checkpoints", p->checkpoints);
+    r |= proto_pack_kv_uint(pk, "batch_size", s.batch_size ? s.batch_size : p->batch_size);
+    r |= proto_pack_kv_str(pk, "level", s.level_name ? s.level_name : "unknown");
+    r |= proto_pack_kv_uint(pk, "usage_bytes", s.usage);
+    r |= proto_pack_kv_uint(pk, "limit_bytes", s.limit);
+    r |= proto_pack_kv_uint(pk, "rss_bytes", s.rss);
+    r |= proto_pack_kv_uint(pk, "vms_bytes", s.vms);
+    r |= proto_pack_kv_uint(pk, "cgroup_usage_bytes", s.cgroup_usage);
+    r |= proto_pack_kv_uint(pk, "gpu_allocated_bytes", s.gpu_allocated);
+    r |= proto_pack_kv_bool(pk, "resumed", j->resumed);
+    return r ? -ENOMEM : 0;
+}
+
+static void notify_progress(struct engine *e, struct job *j, bool force)
+{
+    double t = now_s();
+    void *args[2] = {j, e};
+
+    if (!force && t - j->last_notify < PROGRESS_MIN_INTERVAL_S)
+        return;
+    j->last_notify = t;
+    rpc_notify(e->rpc, RPC_EVENT_PROGRESS, "progress", PROGRESS_FIELDS, pack_progress_notification,
+               args);
+}
+
+/* ---- the worker thread ------------------------------------------------------------------ */
+
+struct progress_post {
+    struct engine *e;
+    struct job *j;
+    struct indexer_progress p;
+};
+
+static void on_progress_posted(void *userdata)
+{
+    struct progress_post *pp = userdata;
+
+    pp->j->progress = pp->p;
+    pp->j->has_progress = true;
+    notify_progress(pp->e, pp->j, false);
+    free(pp);
+}
+
+struct job_ctx {
+    struct engine *e;
+    struct job *j;
+};
+
+/* Worker thread: hand a progress snapshot to the loop thread. */
+static void on_indexer_progress(void *userdata, const struct indexer_progress *p)
+{
+    struct job_ctx *jc = userdata;
+    struct progress_post *pp = malloc(sizeof(*pp));
+
+    if (!pp)
+        return; /* progress is advisory: dropping one costs nothing */
+    *pp = (struct progress_post){.e = jc->e, .j = jc->j, .p = *p};
+    if (event_post(jc->e->el, on_progress_posted, pp) < 0)
+        free(pp);
+}
+
+static void on_committed(void *userdata, uint32_t repo)
+{
+    struct engine *e = userdata;
+
+    search_cache_invalidate(e->cache, repo);
+}
+
+static int pack_job(msgpack_packer *pk, const struct job *j, struct engine *e);
+
+static int pack_job_result(msgpack_packer *pk, void *userdata)
+{
+    void **args = userdata;
+    return pack_job(pk, args[0], args[1]);
+}
+
+struct done_post {
+    struct engine *e;
+    struct job *j;
+    int r;
+    struct indexer_result res;
+};
+
+static void remember_job(struct engine *e, struct job *j)
+{
+    if (e->n_recent == RECENT_JOBS) {
+        job_free(e->recent[0]);
+        memmove(e->recent, e->recent + 1, (RECENT_JOBS - 1) * sizeof(*e->recent));
+        e->n_recent--;
+    }
+    e->recent[e->n_recent++] = j;
+}
+
+/* Loop thread: a job ended (or was interrupted by the stop). */
+static void on_job_done(void *userdata)
+{
+    struct done_post *dp = userdata;
+    struct engine *e = dp->e;
+    struct job *j = dp->j;
+    void *args[2] = {j, e};
+
+    j->progress = dp->res.progress;
+    j->has_progress = true;
+    j->error = dp->r < 0 ? dp->r : 0;
+    j->scan_errors = dp->res.scan.errors;
+    j->file_errors = dp->res.n_errors;
+    snprintf(j->message, sizeof(j->message), "%s", dp->res.message);
+    if (dp->r >= 0)
+        j->state = JOB_STATE_DONE;
+    else if (dp->r == -ECANCELED)
+        j->state = atomic_load(&j->interrupted) ? JOB_STATE_QUEUED : JOB_STATE_CANCELLED;
+    else
+        j->state = JOB_STATE_FAILED;
+    if (j->state == JOB_STATE_DONE)
+        log_info("job %" PRIu64 " (%s): done: %" PRIu64 " files indexed, %" PRIu64
+                 " unchanged, %" PRIu64 " deleted, %" PRIu64 " chunks in %.1f s",
+                 j->id, j->root, j->progress.files_done, j->progress.files_unchanged,
+                 j->progress.files_deleted, j->progress.chunks_done, j->progress.elapsed_s);
+    else if (j->state == JOB_STATE_FAILED)
+        log_error("job %" PRIu64 " (%s) failed: %s", j->id, j->root, j->message);
+    else
+        log_info("job %" PRIu64 " (%s): %s", j->id, j->root,
+                 j->state == JOB_STATE_QUEUED ? "interrupted, resumes at next start" : "cancelled");
+    notify_progress(e, j, true);
+    for (size_t i = 0; i < j->n_waiters; i++)
+        rpc_request_reply_ok(j->waiters[i], pack_job_result, args);
+    j->n_waiters = 0;
+    indexer_result_release(&dp->res);
+    free(dp);
+    pthread_mutex_lock(&e->lock);
+    if (e->current == j)
+        e->current = NULL;
+    pthread_mutex_unlock(&e->lock);
+    remember_job(e, j);
+}
+
+/* Worker thread: mark an interrupted job queued again so the next start resumes it. */
+static void requeue_row(struct engine *e, struct job *j)
+{
+    struct store_txn *t;
+    struct store_job row;
+
+    if (store_write_begin(e->store, &t) < 0)
+        return;
+    if (store_job_get(t, j->id, &row) == 0) {
+        struct store_job nr = row;
+        nr.state = JOB_STATE_QUEUED;
+        nr.error = 0;
+        nr.updated_ns = realtime_ns();
+        if (store_job_put(t, &nr) == 0) {
+            store_write_commit(t);
+            return;
+        }
+    }
+    store_write_abort(t);
+}
+
+static void run_job(struct engine *e, struct job *j)
+{
+    struct done_post *dp = calloc(1, sizeof(*dp));
+    struct job_ctx jc = {.e = e, .j = j};
+    struct indexer_embed emb = {0};
+    struct indexer_env env = {0};
+    struct indexer_job ij = {0};
+    int r;
+
+    if (!dp)
+        return; /* the job stays queued in the store and resumes at the next start */
+    dp->e = e;
+    dp->j = j;
+
+    pthread_mutex_lock(&e->emb_lock);
+    r = ensure_embedder(e);
+    if (r >= 0) {
+        struct embedder_memory m = {0};
+        emb.dim = embedder_dim(e->emb);
+        emb.max_tokens = embedder_max_seq_length(e->emb);
+        embedder_get_memory(e->emb, &m);
+        /* Activations per token: a dozen rows of hidden size plus the FFN row, fp32. */
+        const struct model_config *mc = embedder_config(e->emb);
+        emb.bytes_per_token = (uint64_t)(12 * mc->hidden + 2 * mc->intermediate) * 4;
+    }
+    pthread_mutex_unlock(&e->emb_lock);
+    if (r < 0) {
+        dp->r = r;
+        snprintf(dp->res.message, sizeof(dp->res.message), "%s", e->emb_error);
+        /* Record the failure in the job row. */
+        struct store_txn *t;
+        if (store_write_begin(e->store, &t) >= 0) {
+            struct store_job row;
+            if (store_job_get(t, j->id, &row) == 0) {
+                struct store_job nr = row;
+                nr.state = JOB_STATE_FAILED;
+                nr.error = r;
+                nr.updated_ns = realtime_ns();
+                if (store_job_put(t, &nr) == 0 && store_write_commit(t) == 0)
+                    t = NULL;
+            }
+            if (t)
+                store_write_abort(t);
+        }
+        if (event_post(e->el, on_job_done, dp) < 0)
+            free(dp);
+        return;
+    }
+    emb.ctx = e;
+    emb.model_id = e->model_name;
+    emb.count_tokens = count_tokens_cb;
+    emb.count_ctx = e;
+    emb.embed = indexer_embed_cb;
+
+    env.store = e->store;
+    env.embed = &emb;
+    env.gov = e->gov;
+    env.gov_lock = &e->gov_lock;
+    env.actions = &e->actions;
+    scan_options_init(&env.scan);
+    chunk_options_init(&env.chunk);
+    env.checkpoint_every = e->pcfg.checkpoint_frequency;
+    env.committed = on_committed;
+    env.userdata = e;
+
+    ij.id = j->id;
+    ij.repo_id = j->repo;
+    ij.root = j->root;
+    ij.cancel = &j->cancel;
+    ij.progress = on_indexer_progress;
+    ij.progress_userdata = &jc;
+
+    log_info("job %" PRIu64 ": indexing %s%s", j->id, j->root, j->resumed ? " (resumed)" : "");
+    dp->r = indexer_run(&env, &ij, &dp->res);
+    if (dp->r == -ECANCELED && atomic_load(&j->interrupted))
+        requeue_row(e, j); /* interrupted by the daemon's stop, not by a user */
+    if (event_post(e->el, on_job_done, dp) < 0) {
+        indexer_result_release(&dp->res);
+        free(dp);
+    }
+}
+
+/* Loop thread: the worker thread has returned; let the daemon finish stopping. */
+static void on_worker_exit(void *userdata)
+{
+    struct engine *e = userdata;
+
+    if (e->worker_started) {
+        pthread_join(e->worker, NULL);
+        e->worker_started = false;
+    }
+    daemon_release(e->d);
+}
+
+static void *worker_main(void *userdata)
+{
+    struct engine *e = userdata;
+
+    for (;;) {
+        struct job *j;
+
+        pthread_mutex_lock(&e->lock);
+        while (!e->queue_head && !e->stopping)
+            pthread_cond_wait(&e->cond, &e->lock);
+        if (e->stopping) {
+            pthread_mutex_unlock(&e->lock);
+            break;
+        }
+        j = e->queue_head;
+        e->queue_head = j->next;
+        if (!e->queue_head)
+            e->queue_tail = NULL;
+        j->next = NULL;
+        e->current = j;
+        j->state = JOB_STATE_RUNNING;
+        pthread_mutex_unlock(&e->lock);
+        run_job(e, j);
+    }
+    /* The daemon holds its stop sequence open until we are gone (engine_new's daemon_hold). */
+    if (event_post(e->el, on_worker_exit, e) < 0)
+        log_debug("engine: the loop closed before the worker exited");
+    return NULL;
+}
+
+/* Loop thread: append a job to the queue. */
+static void enqueue(struct engine *e, struct job *j)
+{
+    pthread_mutex_lock(&e->lock);
+    if (e->queue_tail)
+        e->queue_tail->next = j;
+    else
+        e->queue_head = j;
+    e->queue_tail = j;
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* Loop thread: the queued or running job of `repo`, if any. */
+static struct job *active_job_of(struct engine *e, uint32_t repo)
+{
+    struct job *found = NULL;
+
+    pthread_mutex_lock(&e->lock);
+    if (e->current && e->current->repo == repo)
+        found = e->current;
+    for (struct job *j = e->queue_head; j && !found; j = j->next)
+        if (j->repo == repo)
+            found = j;
+    pthread_mutex_unlock(&e->lock);
+    return found;
+}
+
+static struct job *find_job(struct engine *e, uint64_t id)
+{
+    struct job *found = NULL;
+
+    pthread_mutex_lock(&e->lock);
+    if (e->current && e->current->id == id)
+        found = e->current;
+    for (struct job *j = e->queue_head; j && !found; j = j->next)
+        if (j->id == id)
+            found = j;
+    pthread_mutex_unlock(&e->lock);
+    for (size_t i = 0; i < e->n_recent && !found; i++)
+        if (e->recent[i]->id == id)
+            found = e->recent[i];
+    return found;
+}
+
+/* Create the job row and the in-memory job.  Loop thread (a short write transaction). */
+static int create_job(struct engine *e, const char *root, uint32_t repo, struct job **ret)
+{
+    struct job *j = calloc(1, sizeof(*j));
+    struct store_txn *t = NULL;
+    int r;
+
+    if (!j)
+        return -ENOMEM;
+    j->root = strdup(root);
+    if (!j->root) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    j->repo = repo;
+    j->state = JOB_STATE_QUEUED;
+    r = store_write_begin(e->store, &t);
+    if (r < 0)
+        goto fail;
+    r = store_job_id_alloc(t, &j->id);
+    if (r >= 0) {
+        int64_t now = realtime_ns();
+        struct store_job row = {.id = j->id,
+                                .repo_id = repo,
+                                .state = JOB_STATE_QUEUED,
+                                .created_ns = now,
+                                .updated_ns = now};
+        r = store_job_put(t, &row);
+    }
+    if (r < 0) {
+        store_write_abort(t);
+        goto fail;
+    }
+    r = store_write_commit(t);
+    if (r < 0)
+        goto fail;
+    *ret = j;
+    return 0;
+fail:
+    job_free(j);
+    return r;
+}
+
+/* ---- RPC: index, jobs, job.cancel ------------------------------------------------------- */
+
+static int pack_job(msgpack_packer *pk, const struct job *j, struct engine *e)
+{
+    int r;
+
+    r = msgpack_pack_map(pk, PROGRESS_FIELDS + 5);
+    r |= pack_progress_fields(pk, j, e);
+    r |= proto_pack_kv_uint(pk, "files_unchanged", j->progress.files_unchanged);
+    r |= proto_pack_kv_uint(pk, "files_deleted", j->progress.files_deleted);
+    r |= proto_pack_kv_uint(pk, "errors", j->scan_errors + j->file_errors);
+    r |= proto_pack_kv_int(pk, "error_code", j->error);
+    r |= proto_pack_kv_str(pk, "message", j->message);
+    return r ? -ENOMEM : 0;
+}
+
+/* Resolve a user path to the canonical directory we index. Sets a message on failure. */
+static int resolve_repo_path(const char *path, char **ret, char *msg, size_t msglen)
+{
+    char *real = realpath(path, NULL);
+    struct stat st;
+
+    if (!real) {
+        snprintf(msg, msglen, "%s: %s", path, strerror(errno));
+        return -errno;
+    }
+    if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(msg, msglen, "%s: not a directory", path);
+        free(real);
+        return -ENOTDIR;
+    }
+    if (strlen(real) > STORE_MAX_REPO_PATH) {
+        snprintf(msg, msglen, "%s: path too long", path);
+        free(real);
+        return -ENAMETOOLONG;
+    }
+    *ret = real;
+    return 0;
+}
+
+static int method_index(struct rpc_request *req, const msgpack_object *params, void *userdata)
+{
+    struct engine *e = userdata;
+    _cleanup_free_ char *path = NULL, *root = NULL;
+    struct store_txn *t = NULL;
+    struct job *j;
+    uint32_t repo;
+    bool wait = false;
+    char msg[PATH_MAX + 64];
+    int r;
+
+    r = proto_get_strdup(params, "path", &path);
+    if (r < 0)
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"path\" is required: the directory to index");
+    r = proto_get_bool(params, "wait", &wait);
+    if (r == -EINVAL)
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"wait\" must be a boolean");
+    r = resolve_repo_path(path, &root, msg, sizeof(msg));
+    if (r < 0)
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_INPUT, "%s", msg);
+
+    r = store_write_begin(e->store, &t);
+    if (r >= 0)
+        r = store_repo_get_or_create(t, root, &repo);
+    if (r >= 0)
+        r = store_write_commit(t);
+    else
+        store_write_abort(t);
+    if (r < 0)
+        return rpc_request_reply_errno(req, r, "cannot register %s: %s", root, store_last_error());
+
+    j = active_job_of(e, repo);
+    if (!j) {
+        r = create_job(e, root, repo, &j);
+        if (r < 0)
+            return rpc_request_reply_errno(req, r, "cannot create a job: %s", store_last_error());
+        enqueue(e, j);
+        notify_progress(e, j, true);
+    }
+    if (wait) {
+        struct rpc_request **w = array_realloc(j->waiters, j->n_waiters + 1, sizeof(*w));
+        if (!w)
+            return rpc_request_reply_errno(req, -ENOMEM, "out of memory");
+        j->waiters = w;
+        j->waiters[j->n_waiters++] = req;
+        return 0;
+    }
+    void *args[2] = {j, e};
+    return rpc_request_reply_ok(req, pack_job_result, args);
+}
+
+struct jobs_list {
+    struct engine *e;
+    struct job **live; /* current, queued, recent (borrowed) */
+    size_t n_live, cap_live;
+    struct store_job *rows; /* persisted jobs not live (copied, cursor dropped) */
+    char **row_paths;
+    size_t n_rows, cap_rows;
+};
+
+static int collect_row(void *userdata, const struct store_job *row)
+{
+    struct jobs_list *l = userdata;
+
+    for (size_t i = 0; i < l->n_live; i++)
+        if (l->live[i]->id == row->id)
+            return 0;
+    if (array_grow((void **)&l->rows, &l->cap_rows, l->n_rows + 1, sizeof(*l->rows)) < 0)
+        return -ENOMEM;
+    l->rows[l->n_rows] = *row;
+    l->rows[l->n_rows].cursor = NULL;
+    l->rows[l->n_rows].cursor_len = 0;
+    l->n_rows++;
+    return 0;
+}
+
+static int pack_jobs(msgpack_packer *pk, void *userdata)
+{
+    struct jobs_list *l = userdata;
+    int r = msgpack_pack_map(pk, 1);
+
+    r |= proto_pack_str(pk, "jobs");
+    r |= msgpack_pack_array(pk, (uint32_t)(l->n_live + l->n_rows));
+    for (size_t i = 0; i < l->n_rows; i++) {
+        const struct store_job *row = &l->rows[i];
+        r |= msgpack_pack_map(pk, 9);
+        r |= proto_pack_kv_uint(pk, "job", row->id);
+        r |= proto_pack_kv_str(pk, "repo", l->row_paths[i]);
+        r |= proto_pack_kv_str(pk, "state", job_state_to_string(row->state));
+        r |= proto_pack_kv_uint(pk, "files_done", row->files_done);
+        r |= proto_pack_kv_uint(pk, "files_total", row->files_total);
+        r |= proto_pack_kv_uint(pk, "chunks_done", row->chunks_done);
+        r |= proto_pack_kv_uint(pk, "chunks_total", row->chunks_total);
+        r |= proto_pack_kv_int(pk, "error_code", row->error);
+        r |= proto_pack_kv_int(pk, "updated_ns", row->updated_ns);
+    }
+    for (size_t i = 0; i < l->n_live; i++)
+        r |= pack_job(pk, l->live[i], l->e);
+    return r ? -ENOMEM : 0;
+}
+
+static int method_jobs(struct rpc_request *req, const msgpack_object *params, void *userdata)
+{
+    struct engine *e = userdata;
+    struct jobs_list l = {.e = e};
+    struct store_txn *t = NULL;
+    int r;
+
+    /* Live jobs first (their progress is fresher than their rows). */
+    for (size_t i = 0; i < e->n_recent; i++)
+        if (array_grow((void **)&l.live, &l.cap_live, l.n_live + 1, sizeof(*l.live)) == 0)
+            l.live[l.n_live++] = e->recent[i];
+    pthread_mutex_lock(&e->lock);
+    if (e->current && array_grow((void **)&l.live, &l.cap_live, l.n_live + 1, sizeof(*l.live)) == 0)
+        l.live[l.n_live++] = e->current;
+    for (struct job *j = e->queue_head; j; j = j->next)
+        if (array_grow((void **)&l.live, &l.cap_live, l.n_live + 1, sizeof(*l.live)) == 0)
+            l.live[l.n_live++] = j;
+    pthread_mutex_unlock(&e->lock);
+
+    r = store_read_begin(e->store, &t);
+    if (r >= 0)
+        r = store_job_foreach(t, collect_row, &l);
+    if (r >= 0 && l.n_rows) {
+        l.row_paths = calloc(l.n_rows, sizeof(char *));
+        if (!l.row_paths)
+            r = -ENOMEM;
+        for (size_t i = 0; r >= 0 && i < l.n_rows; i++) {
+            struct store_repo repo;
+            l.row_paths[i] =
+                strdup(store_repo_get(t, l.rows[i].repo_id, &repo) == 0 ? repo.path : "");
+        }
+    }
+    store_read_end(t);
+    if (r < 0)
+        rpc_request_reply_errno(req, r, "cannot read jobs: %s", store_last_error());
+    else
+        rpc_request_reply_ok(req, pack_jobs, &l);
+    for (size_t i = 0; l.row_paths && i < l.n_rows; i++)
+        free(l.row_paths[i]);
+    free(l.row_paths);
+    free(l.rows);
+    free(l.live);
+    return 0;
+}
+
+static int method_job_cancel(struct rpc_request *req, const msgpack_object *params, void *userdata)
+{
+    struct engine *e = userdata;
+    uint64_t id;
+    struct job *j;
+    bool was_queued = false;
+
+    if (proto_get_uint(params, "job", &id) < 0)
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"job\" is required: a job id");
+    j = find_job(e, id);
+    if (!j)
+        return rpc_request_reply_error(req, PROTO_ERROR_NOT_FOUND, "no active job %" PRIu64, id);
+    if (j->state != JOB_STATE_QUEUED && j->state != JOB_STATE_RUNNING)
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_INPUT,
+                                       "job %" PRIu64 " is already %s", id,
+                                       job_state_to_string(j->state));
+    atomic_store(&j->cancel, true);
+    /* A queued job never reaches the worker: take it out and finish it here. */
+    pthread_mutex_lock(&e->lock);
+    for (struct job **pp = &e->queue_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            if (e->queue_tail == j)
+                e->queue_tail = prev;
+            was_queued = true;
+            break;
+        }
+    pthread_mutex_unlock(&e->lock);
+    if (was_queued) {
+        struct done_post *dp = calloc(1, sizeof(*dp));
+        struct store_txn *t;
+        if (store_write_begin(e->store, &t) >= 0) {
+            struct store_job row;
+            if (store_job_get(t, j->id, &row) == 0) {
+                struct store_job nr = row;
+                nr.state = JOB_STATE_CANCELLED;
+                nr.updated_ns = realtime_ns();
+                store_job_put(t, &nr);
+            }
+            store_write_commit(t);
+        }
+        if (dp) {
+            dp->e = e;
+            dp->j = j;
+            dp->r = -ECANCELED;
+            snprintf(dp->res.message, sizeof(dp->res.message), "cancelled before it started");
+            on_job_done(dp);
+        }
+    }
+    return rpc_request_reply_bool(req, true);
+}
+
+/* ---- RPC: search ------------------------------------------------------------------------ */
+
+struct search_op {
+    struct engine *e;
+    struct rpc_request *req;
+    struct search_request sr;
+    char *query, *repo_path, *path_glob, *language;
+    float *qvec;
+    int r;
+    char message[600];
+    struct search_hit *hits;
+    char **snippets;
+    double ms;
+};
+
+static void search_op_free(struct search_op *op)
+{
+    if (op->hits && op->r > 0) {
+        for (int i = 0; i < op->r; i++)
+            free(op->snippets ? op->snippets[i] : NULL);
+        search_hits_free(op->hits, (size_t)op->r);
+    }
+    free(op->snippets);
+    free(op->query);
+    free(op->repo_path);
+    free(op->path_glob);
+    free(op->language);
+    free(op->qvec);
+    free(op);
+}
+
+/* The chunk's first lines, read from the file as it is now (it may have changed). */
+static char *read_snippet(const struct search_hit *h)
+{
+    _cleanup_free_ char *full = path_join(h->repo_path, h->path);
+    _cleanup_close_ int fd = -1;
+    size_t want = MIN((size_t)h->text_len, (size_t)SNIPPET_MAX_BYTES);
+    char *buf;
+    ssize_t n;
+    int lines = 0;
+
+    if (!full)
+        return NULL;
+    fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return NULL;
+    buf = malloc(want + 1);
+    if (!buf)
+        return NULL;
+    n = pread(fd, buf, want, (off_t)h->text_offset);
+    if (n < 0) {
+        free(buf);
+        return NULL;
+    }
+    for (ssize_t i = 0; i < n; i++)
+        if (buf[i] == '\n' && ++lines == SNIPPET_MAX_LINES) {
+            n = i;
+            break;
+        }
+    buf[n] = '\0';
+    /* Keep the result valid UTF-8 for msgpack str: drop a cut multi-byte tail, NULs. */
+    while (n > 0 && ((unsigned char)buf[n - 1] & 0xC0) == 0x80)
+        n--;
+    if (n > 0 && (unsigned char)buf[n - 1] >= 0xC0)
+        n--;
+    buf[n] = '\0';
+    return buf;
+}
+
+static void search_work(void *userdata)
+{
+    struct search_op *op = userdata;
+    struct engine *e = op->e;
+    double t0 = now_s();
+    int r;
+
+    if (op->sr.mode != SEARCH_MODE_LEXICAL) {
+        size_t len = strlen(op->query);
+        const char *q = op->query;
+
+        pthread_mutex_lock(&e->emb_lock);
+        r = ensure_embedder(e);
+        if (r >= 0) {
+            op->sr.dim = embedder_dim(e->emb);
+            op->qvec = array_alloc(op->sr.dim, sizeof(float));
+            r = op->qvec ? embedder_embed(e->emb, &q, &len, 1, op->qvec) : -ENOMEM;
+        } else {
+            snprintf(op->message, sizeof(op->message), "%s", e->emb_error);
+        }
+        pthread_mutex_unlock(&e->emb_lock);
+        if (r < 0) {
+            op->r = r;
+            if (!op->message[0])
+                snprintf(op->message, sizeof(op->message), "embedding the query failed: %s",
+                         strerror(-r));
+            return;
+        }
+        op->sr.query_vec = op->qvec;
+    }
+    if (op->repo_path) {
+        struct store_txn *t;
+        r = store_read_begin(e->store, &t);
+        if (r >= 0) {
+            r = store_repo_find(t, op->repo_path, &op->sr.repo);
+            store_read_end(t);
+        }
+        if (r < 0) {
+            op->r = r;
+            snprintf(op->message, sizeof(op->message),
+                     r == -ENOENT ? "%s is not indexed (run: coarchctl index %s)"
+                                  : "cannot read the index for %s",
+                     op->repo_path, op->repo_path);
+            return;
+        }
+    }
+    op->r = search_run(e->store, e->cache, &op->sr, &op->hits);
+    if (op->r < 0) {
+        snprintf(op->message, sizeof(op->message), "search failed: %s", strerror(-op->r));
+        return;
+    }
+    op->snippets = calloc(MAX(op->r, 1), sizeof(char *));
+    for (int i = 0; op->snippets && i < op->r; i++)
+        op->snippets[i] = read_snippet(&op->hits[i]);
+    op->ms = (now_s() - t0) * 1000.0;
+}
+
+static int pack_search(msgpack_packer *pk, void *userdata)
+{
+    struct search_op *op = userdata;
+    int r = msgpack_pack_map(pk, 3);
+
+    r |= proto_pack_kv_str(pk, "mode", search_mode_to_string(op->sr.mode));
+    r |= proto_pack_kv_double(pk, "took_ms", op->ms);
+    r |= proto_pack_str(pk, "results");
+    r |= msgpack_pack_array(pk, (uint32_t)op->r);
+    for (int i = 0; i < op->r; i++) {
+        const struct search_hit *h = &op->hits[i];
+        r |= msgpack_pack_map(pk, 12);
+        r |= proto_pack_kv_str(pk, "path", h->path);
+        r |= proto_pack_kv_uint(pk, "start_line", h->start_line);
+        r |= proto_pack_kv_uint(pk, "end_line", h->end_line);
+        r |= proto_pack_kv_double(pk, "score", h->score);
+        r |= proto_pack_kv_str(pk, "symbol", h->symbol);
+        r |= proto_pack_kv_str(pk, "language", h->language);
+        r |= proto_pack_kv_str(pk, "repo", h->repo_path);
+        r |= proto_pack_kv_double(pk, "semantic_score", h->semantic);
+        r |= proto_pack_kv_double(pk, "lexical_score", h->lexical);
+        r |= proto_pack_kv_int(pk, "semantic_rank", h->semantic_rank);
+        r |= proto_pack_kv_int(pk, "lexical_rank", h->lexical_rank);
+        r |= proto_pack_kv_str(pk, "snippet",
+                               op->snippets && op->snippets[i] ? op->snippets[i] : "");
+    }
+    return r ? -ENOMEM : 0;
+}
+
+static void search_done(int status, void *userdata)
+{
+    struct search_op *op = userdata;
+
+    if (status < 0)
+        rpc_request_reply_errno(op->req, status, "search did not run: %s", strerror(-status));
+    else if (op->r < 0)
+        rpc_request_reply_errno(op->req, op->r, "%s", op->message);
+    else
+        rpc_request_reply_ok(op->req, pack_search, op);
+    search_op_free(op);
+}
+
+static int method_search(struct rpc_request *req, const msgpack_object *params, void *userdata)
+{
+    struct engine *e = userdata;
+    struct search_op *op = calloc(1, sizeof(*op));
+    _cleanup_free_ char *mode = NULL, *repo = NULL;
+    uint64_t k = 10;
+    int r;
+
+    if (!op)
+        return -ENOMEM;
+    op->e = e;
+    op->req = req;
+    op->sr.mode = SEARCH_MODE_HYBRID;
+    if (proto_get_strdup(params, "query", &op->query) < 0 || !op->query[0]) {
+        search_op_free(op);
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"query\" is required: a non-empty string");
+    }
+    r = proto_get_uint(params, "k", &k);
+    if (r == -EINVAL || k == 0 || k > SEARCH_MAX_K) {
+        search_op_free(op);
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"k\" must be an integer in 1..%d", SEARCH_MAX_K);
+    }
+    op->sr.k = k;
+    r = proto_get_strdup(params, "mode", &mode);
+    if ((r == 0 && search_mode_from_string(mode, &op->sr.mode) < 0) || r == -EINVAL) {
+        search_op_free(op);
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"mode\" must be hybrid, semantic or lexical");
+    }
+    if (proto_get_strdup(params, "repo", &repo) == 0) {
+        char msg[PATH_MAX + 64];
+        r = resolve_repo_path(repo, &op->repo_path, msg, sizeof(msg));
+        if (r < 0) {
+            search_op_free(op);
+            return rpc_request_reply_error(req, PROTO_ERROR_INVALID_INPUT, "%s", msg);
+        }
+    }
+    if (proto_get_strdup(params, "path", &op->path_glob) == -EINVAL ||
+        proto_get_strdup(params, "lang", &op->language) == -EINVAL) {
+        search_op_free(op);
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"path\" and \"lang\" must be strings");
+    }
+    op->sr.query = op->query;
+    op->sr.path_glob = op->path_glob;
+    op->sr.language = op->language;
+    r = event_work_queue(e->el, search_work, search_done, op);
+    if (r < 0) {
+        search_op_free(op);
+        return r;
+    }
+    return 0;
+}
+
+/* ---- RPC: embed ------------------------------------------------------------------------- */
+
+struct embed_op {
+    struct engine *e;
+    struct rpc_request *req;
+    char **texts;
+    size_t *lens;
+    size_t n;
+    float *out;
+    unsigned dim;
+    int r;
+    char message[600];
+};
+
+static void embed_op_free(struct embed_op *op)
+{
+    for (size_t i = 0; i < op->n; i++)
+        free(op->texts[i]);
+    free(op->texts);
+    free(op->lens);
+    free(op->out);
+    free(op);
+}
+
+static void embed_work(void *userdata)
+{
+    struct embed_op *op = userdata;
+    struct engine *e = op->e;
+
+    pthread_mutex_lock(&e->emb_lock);
+    op->r = ensure_embedder(e);
+    if (op->r < 0) {
+        snprintf(op->message, sizeof(op->message), "%s", e->emb_error);
+    } else {
+        op->dim = embedder_dim(e->emb);
+        op->out = array_alloc(op->n * op->dim, sizeof(float));
+        op->r = op->out ? embedder_embed(e->emb, (const char *const *)op->texts, op->lens, op->n,
+                                         op->out)
+                        : -ENOMEM;
+        if (op->r < 0)
+            snprintf(op->message, sizeof(op->message), "embedding failed: %s", strerror(-op->r));
+    }
+    pthread_mutex_unlock(&e->emb_lock);
+}
+
+static int pack_embed(msgpack_packer *pk, void *userdata)
+{
+    struct embed_op *op = userdata;
+    int r = msgpack_pack_map(pk, 3);
+
+    r |= proto_pack_kv_uint(pk, "dim", op->dim);
+    r |= proto_pack_kv_str(pk, "model", op->e->model_name);
+    r |= proto_pack_str(pk, "vectors");
+    r |= msgpack_pack_array(pk, (uint32_t)op->n);
+    for (size_t i = 0; i < op->n; i++) {
+        r |= msgpack_pack_bin(pk, op->dim * sizeof(float));
+        r |= msgpack_pack_bin_body(pk, op->out + i * op->dim, op->dim * sizeof(float));
+    }
+    return r ? -ENOMEM : 0;
+}
+
+static void embed_done(int status, void *userdata)
+{
+    struct embed_op *op = userdata;
+
+    if (status < 0)
+        rpc_request_reply_errno(op->req, status, "embed did not run");
+    else if (op->r < 0)
+        rpc_request_reply_errno(op->req, op->r, "%s", op->message);
+    else
+        rpc_request_reply_ok(op->req, pack_embed, op);
+    embed_op_free(op);
+}
+
+static int method_embed(struct rpc_request *req, const msgpack_object *params, void *userdata)
+{
+    const msgpack_object *texts = proto_map_get(params, "texts");
+    struct embed_op *op;
+
+    if (!texts || texts->type != MSGPACK_OBJECT_ARRAY || texts->via.array.size == 0 ||
+        texts->via.array.size > EMBED_MAX_TEXTS)
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"texts\" must be an array of 1..%d strings",
+                                       EMBED_MAX_TEXTS);
+    op = calloc(1, sizeof(*op));
+    if (!op)
+        return -ENOMEM;
+    op->e = userdata;
+    op->req = req;
+    op->texts = calloc(texts->via.array.size, sizeof(char *));
+    op->lens = calloc(texts->via.array.size, sizeof(size_t));
+    if (!op->texts || !op->lens) {
+        embed_op_free(op);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < texts->via.array.size; i++) {
+        const msgpack_object *o = &texts->via.array.ptr[i];
+        if (o->type != MSGPACK_OBJECT_STR) {
+            embed_op_free(op);
+            return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                           "\"texts\"[%u] is not a string", i);
+        }
+        op->texts[i] = strndup(o->via.str.ptr, o->via.str.size);
+        op->lens[i] = o->via.str.size;
+        op->n = i + 1;
+        if (!op->texts[i]) {
+            embed_op_free(op);
+            return -ENOMEM;
+        }
+    }
+    int r = event_work_queue(op->e->el, embed_work, embed_done, op);
+    if (r < 0) {
+        embed_op_free(op);
+        return r;
+    }
+    return 0;
+}
+
+/* ---- RPC: repos, repo.remove ------------------------------------------------------------ */
+
+struct repos_list {
+    struct store_repo *rows;
+    char **paths;
+    size_t n, cap;
+};
+
+static int collect_repo(void *userdata, const struct store_repo *repo)
+{
+    struct repos_list *l = userdata;
+
+    if (array_grow((void **)&l->rows, &l->cap, l->n + 1, sizeof(*l->rows)) < 0)
+        return -ENOMEM;
+    char **np = array_realloc(l->paths, l->cap, sizeof(*np));
+    if (!np)
+        return -ENOMEM;
+    l->paths = np;
+    l->rows[l->n] = *repo;
+    l->paths[l->n] = strdup(repo->path);
+    if (!l->paths[l->n])
+        return -ENOMEM;
+    l->n++;
+    return 0;
+}
+
+static int pack_repos(msgpack_packer *pk, void *userdata)
+{
+    struct repos_list *l = userdata;
+    int r = msgpack_pack_map(pk, 1);
+
+    r |= proto_pack_str(pk, "repos");
+    r |= msgpack_pack_array(pk, (uint32_t)l->n);
+    for (size_t i = 0; i < l->n; i++) {
+        r |= msgpack_pack_map(pk, 6);
+        r |= proto_pack_kv_uint(pk, "id", l->rows[i].id);
+        r |= proto_pack_kv_str(pk, "path", l->paths[i]);
+        r |= proto_pack_kv_uint(pk, "files", l->rows[i].n_files);
+        r |= proto_pack_kv_uint(pk, "chunks", l->rows[i].n_chunks);
+        r |= proto_pack_kv_uint(pk, "vectors", l->rows[i].n_vectors);
+        r |= proto_pack_kv_int(pk, "indexed_ns", l->rows[i].indexed_ns);
+    }
+    return r ? -ENOMEM : 0;
+}
+
+static int method_repos(struct rpc_request *req, const msgpack_object *params, void *userdata)
+{
+    struct engine *e = userdata;
+    struct repos_list l = {0};
+    struct store_txn *t;
+    int r;
+
+    r = store_read_begin(e->store, &t);
+    if (r >= 0) {
+        r = store_repo_foreach(t, collect_repo, &l);
+        store_read_end(t);
+    }
+    if (r < 0)
+        rpc_request_reply_errno(req, r, "cannot list repositories: %s", store_last_error());
+    else
+        rpc_request_reply_ok(req, pack_repos, &l);
+    for (size_t i = 0; i < l.n; i++)
+        free(l.paths[i]);
+    free(l.paths);
+    free(l.rows);
+    return 0;
+}
+
+struct remove_op {
+    struct engine *e;
+    struct rpc_request *req;
+    char *path;
+    int r;
+    char message[600];
+};
+
+static void remove_work(void *userdata)
+{
+    struct remove_op *op = userdata;
+    struct store_txn *t;
+    uint32_t id;
+    int r;
+
+    r = store_write_begin(op->e->store, &t);
+    if (r >= 0) {
+        r = store_repo_find(t, op->path, &id);
+        if (r >= 0)
+            r = store_repo_remove(t, id);
+        if (r >= 0)
+            r = store_write_commit(t);
+        else
+            store_write_abort(t);
+    }
+    op->r = r;
+    if (r == -ENOENT)
+        snprintf(op->message, sizeof(op->message), "%s is not indexed", op->path);
+    else if (r < 0)
+        snprintf(op->message, sizeof(op->message), "removing %s failed: %s", op->path,
+                 store_last_error());
+    else
+        search_cache_invalidate(op->e->cache, id);
+}
+
+static void remove_done(int status, void *userdata)
+{
+    struct remove_op *op = userdata;
+
+    if (status < 0)
+        rpc_request_reply_errno(op->req, status, "repo.remove did not run");
+    else if (op->r < 0)
+        rpc_request_reply_errno(op->req, op->r, "%s", op->message);
+    else
+        rpc_request_reply_bool(op->req, true);
+    free(op->path);
+    free(op);
+}
+
+static int method_repo_remove(struct rpc_request *req, const msgpack_object *params, void *userdata)
+{
+    struct engine *e = userdata;
+    _cleanup_free_ char *path = NULL;
+    struct remove_op *op;
+    char *real;
+    int r;
+
+    if (proto_get_strdup(params, "repo", &path) < 0)
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"repo\" is required: the indexed directory");
+    /* The directory may be gone already: fall back to the path as given. */
+    real = realpath(path, NULL);
+    op = calloc(1, sizeof(*op));
+    if (!op) {
+        free(real);
+        return -ENOMEM;
+    }
+    op->e = e;
+    op->req = req;
+    op->path = real ? real : strdup(path);
+    if (!op->path) {
+        free(op);
+        return -ENOMEM;
+    }
+    /* Stop indexing it first. */
+    uint32_t repo_id;
+    struct store_txn *t;
+    if (store_read_begin(e->store, &t) >= 0) {
+        if (store_repo_find(t, op->path, &repo_id) == 0) {
+            struct job *j = active_job_of(e, repo_id);
+            if (j)
+                atomic_store(&j->cancel, true);
+        }
+        store_read_end(t);
+    }
+    r = event_work_queue(e->el, remove_work, remove_done, op);
+    if (r < 0) {
+        free(op->path);
+        free(op);
+        return r;
+    }
+    return 0;
+}
+
+/* ---- memory governor on the loop -------------------------------------------------------- */
+
+static void governor_tick(struct event_timer *timer, void *userdata)
+{
+    struct engine *e = userdata;
+    struct pressure_reading rd;
+    unsigned actions, level;
+
+    if (pressure_source_sample(e->psrc, &rd) < 0)
+        return;
+    pthread_mutex_lock(&e->gov_lock);
+    actions = governor_feed(e->gov, &rd);
+    level = governor_level(e->gov);
+    pthread_mutex_unlock(&e->gov_lock);
+    if (!actions)
+        return;
+    atomic_fetch_or(&e->actions, actions);
+    if (actions & GOVERNOR_ACTION_LEVEL_RAISED)
+        log_warning("memory pressure %s: %" PRIu64 " of %" PRIu64 " MiB in use",
+                    pressure_level_to_string((enum pressure_level)level), rd.usage >> 20,
+                    rd.limit >> 20);
+    if (actions & GOVERNOR_ACTION_SHED_CACHES)
+        search_cache_invalidate(e->cache, 0);
+    if (actions & GOVERNOR_ACTION_MALLOC_TRIM)
+        pressure_malloc_trim();
+    e->last_level = level;
+}
+
+static int pack_governor(msgpack_packer *pk, void *userdata)
+{
+    struct engine *e = userdata;
+    struct pressure_snapshot s;
+    int r;
+
+    pthread_mutex_lock(&e->gov_lock);
+    governor_snapshot(e->gov, &s);
+    pthread_mutex_unlock(&e->gov_lock);
+    r = msgpack_pack_map(pk, 16);
+    r |= proto_pack_kv_str(pk, "level", s.level_name);
+    r |= proto_pack_kv_uint(pk, "usage_bytes", s.usage);
+    r |= proto_pack_kv_uint(pk, "limit_bytes", s.limit);
+    r |= proto_pack_kv_bool(pk, "usage_from_cgroup", s.usage_from_cgroup);
+    r |= proto_pack_kv_uint(pk, "rss_bytes", s.rss);
+    r |= proto_pack_kv_uint(pk, "vms_bytes", s.vms);
+    r |= proto_pack_kv_uint(pk, "cgroup_usage_bytes", s.cgroup_usage);
+    r |= proto_pack_kv_uint(pk, "cgroup_limit_bytes", s.cgroup_limit);
+    r |= proto_pack_kv_uint(pk, "batch_size", s.batch_size);
+    r |= proto_pack_kv_uint(pk, "batch_tokens_max",
+                            s.batch_tokens_max == UINT64_MAX ? 0 : s.batch_tokens_max);
+    r |= proto_pack_kv_bool(pk, "adaptive", s.adaptive);
+    r |= proto_pack_kv_bool(pk, "feed_paused", s.feed_paused);
+    r |= proto_pack_kv_double(pk, "psi_some_avg10", s.psi_valid ? s.psi_some_avg10 : 0);
+    r |= proto_pack_kv_uint(pk, "checkpoints_written", s.checkpoints_written);
+    r |= proto_pack_kv_uint(pk, "oom_events", s.oom_events);
+    r |= proto_pack_kv_uint(pk, "search_cache_bytes", search_cache_memory(e->cache));
+    return r ? -ENOMEM : 0;
+}
+
+static int pack_model(msgpack_packer *pk, void *userdata)
+{
+    struct engine *e = userdata;
+    bool loaded;
+    unsigned dim = 0;
+    const char *backend = "";
+    int r;
+
+    /* Never wait for a batch in flight just to report: trylock. */
+    loaded = pthread_mutex_trylock(&e->emb_lock) == 0;
+    if (loaded) {
+        if (e->emb) {
+            dim = embedder_dim(e->emb);
+            backend = embedder_backend_name(e->emb);
+        } else {
+            loaded = false;
+        }
+        pthread_mutex_unlock(&e->emb_lock);
+    }
+    r = msgpack_pack_map(pk, 5);
+    r |= proto_pack_kv_str(pk, "name", e->model_name);
+    r |= proto_pack_kv_str(pk, "dir", e->model_dir);
+    r |= proto_pack_kv_bool(pk, "loaded", loaded || dim > 0);
+    r |= proto_pack_kv_uint(pk, "dim", dim);
+    r |= proto_pack_kv_str(pk, "backend", backend);
+    return r ? -ENOMEM : 0;
+}
+
+static int pack_jobs_summary(msgpack_packer *pk, void *userdata)
+{
+    struct engine *e = userdata;
+    unsigned queued = 0;
+    uint64_t running = 0;
+    int r;
+
+    pthread_mutex_lock(&e->lock);
+    for (struct job *j = e->queue_head; j; j = j->next)
+        queued++;
+    if (e->current)
+        running = e->current->id;
+    pthread_mutex_unlock(&e->lock);
+    r = msgpack_pack_map(pk, 2);
+    r |= proto_pack_kv_uint(pk, "queued", queued);
+    r |= proto_pack_kv_uint(pk, "running_job", running);
+    return r ? -ENOMEM : 0;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static void on_stop(struct daemon *d, void *userdata)
+{
+    struct engine *e = userdata;
+
+    e->gov_timer = event_timer_free(e->gov_timer);
+    pthread_mutex_lock(&e->lock);
+    e->stopping = true;
+    if (e->current) {
+        /* Interrupted, not cancelled: its row goes back to queued and the next start resumes. */
+        atomic_store(&e->current->interrupted, true);
+        atomic_store(&e->current->cancel, true);
+    }
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* Re-queue jobs a killed or stopped daemon left behind. */
+static int resume_jobs(struct engine *e)
+{
+    struct jobs_list l = {.e = e};
+    struct store_txn *t;
+    int r;
+
+    r = store_read_begin(e->store, &t);
+    if (r < 0)
+        return r;
+    r = store_job_foreach(t, collect_row, &l);
+    for (size_t i = 0; r >= 0 && i < l.n_rows; i++) {
+        struct store_repo repo;
+        struct job *j;
+
+        if (l.rows[i].state != JOB_STATE_QUEUED && l.rows[i].state != JOB_STATE_RUNNING)
+            continue;
+        if (store_repo_get(t, l.rows[i].repo_id, &repo) < 0)
+            continue;
+        j = calloc(1, sizeof(*j));
+        if (!j || !(j->root = strdup(repo.path))) {
+            job_free(j);
+            r = -ENOMEM;
+            break;
+        }
+        j->id = l.rows[i].id;
+        j->repo = l.rows[i].repo_id;
+        j->state = JOB_STATE_QUEUED;
+        j->resumed = true;
+        j->progress.files_done = l.rows[i].files_done;
+        j->progress.chunks_done = l.rows[i].chunks_done;
+        log_info("job %" PRIu64 " (%s) was interrupted at %" PRIu64 " chunks: resuming", j->id,
+                 j->root, l.rows[i].chunks_done);
+        enqueue(e, j);
+    }
+    store_read_end(t);
+    free(l.rows);
+    return r;
+}
+
+int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
+{
+    struct engine *e = calloc(1, sizeof(*e));
+    struct governor_params gp;
+    char err[256];
+    const char *model;
+    int r;
+
+    if (!e)
+        return -ENOMEM;
+    e->d = d;
+    e->el = daemon_loop(d);
+    e->rpc = daemon_rpc(d);
+    pthread_mutex_init(&e->emb_lock, NULL);
+    pthread_mutex_init(&e->gov_lock, NULL);
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->cond, NULL);
+    tokens_init(&e->count_tokens, false);
+
+    r = pressure_config_parse(pressure_config_getenv, NULL, &e->pcfg, err, sizeof(err));
+    if (r < 0) {
+        log_error("%s", err);
+        goto fail;
+    }
+    model = getenv("COARCH_MODEL");
+    if (!model || !model[0])
+        model = DEFAULT_MODEL;
+    e->model_name = strdup(model);
+    if (strchr(model, '/')) {
+        e->model_dir = strdup(model);
+    } else {
+        _cleanup_free_ char *models = NULL;
+        r = coarch_models_dir(&models);
+        if (r < 0) {
+            log_error_errno(r, "cannot find the models directory: %m");
+            goto fail;
+        }
+        e->model_dir = path_join(models, model);
+    }
+    if (!e->model_name || !e->model_dir) {
+        r = -ENOMEM;
+        goto fail;
+    }
+
+    r = store_open(data_dir, NULL, &e->store);
+    if (r < 0) {
+        log_error("cannot open the index in %s: %s", data_dir, store_last_error());
+        goto fail;
+    }
+    e->cache = search_cache_new();
+    if (!e->cache) {
+        r = -ENOMEM;
+        goto fail;
+    }
+
+    governor_params_init(&gp, &e->pcfg);
+    r = governor_new(&gp, &e->gov);
+    if (r < 0)
+        goto fail;
+    e->psrc = pressure_source_new(NULL, e->pcfg.memory_limit_bytes);
+    if (!e->psrc) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    r = event_timer_new(e->el, governor_tick, e, &e->gov_timer);
+    if (r >= 0)
+        r = event_timer_start(e->gov_timer, 0, e->pcfg.interval_ms);
+    if (r < 0)
+        goto fail;
+
+    static const struct {
+        const char *name;
+        rpc_method_fn fn;
+    } methods[] = {
+        {"index", method_index},
+        {"jobs", method_jobs},
+        {"job.cancel", method_job_cancel},
+        {"search", method_search},
+        {"embed", method_embed},
+        {"repos", method_repos},
+        {"repo.remove", method_repo_remove},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
+        r = rpc_register(e->rpc, methods[i].name, methods[i].fn, e);
+        if (r < 0)
+            goto fail;
+    }
+    r = daemon_status_add(d, "governor", pack_governor, e);
+    if (r >= 0)
+        r = daemon_status_add(d, "model", pack_model, e);
+    if (r >= 0)
+        r = daemon_status_add(d, "jobs", pack_jobs_summary, e);
+    if (r >= 0)
+        r = daemon_on_stop(d, on_stop, e);
+    if (r < 0)
+        goto fail;
+
+    r = resume_jobs(e);
+    if (r < 0)
+        log_warning_errno(r, "cannot resume interrupted jobs: %m");
+    r = pthread_create(&e->worker, NULL, worker_main, e);
+    if (r != 0) {
+        r = -r;
+        goto fail;
+    }
+    e->worker_started = true;
+    daemon_hold(d);
+    *ret = e;
+    return 0;
+fail:
+    engine_free(e);
+    return r;
+}
+
+struct engine *engine_free(struct engine *e)
+{
+    if (!e)
+        return NULL;
+    if (e->worker_started) {
+        pthread_mutex_lock(&e->lock);
+        e->stopping = true;
+        if (e->current)
+            atomic_store(&e->current->cancel, true);
+        pthread_cond_signal(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+        pthread_join(e->worker, NULL);
+    }
+    while (e->queue_head) {
+        struct job *j = e->queue_head;
+        e->queue_head = j->next;
+        job_free(j);
+    }
+    for (size_t i = 0; i < e->n_recent; i++)
+        job_free(e->recent[i]);
+    event_timer_free(e->gov_timer);
+    governor_free(e->gov);
+    pressure_source_free(e->psrc);
+    search_cache_free(e->cache);
+    store_free(e->store);
+    embedder_free(e->emb);
+    tokens_release(&e->count_tokens);
+    free(e->model_name);
+    free(e->model_dir);
+    pthread_mutex_destroy(&e->emb_lock);
+    pthread_mutex_destroy(&e->gov_lock);
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->cond);
+    free(e);
+    return NULL;
+}

@@ -945,11 +945,14 @@ TEST(parity_minilm_ids)
 /* Our tokenizer's ids against the fixture's (HF tokenizers); returns how many texts differ. */
 static size_t count_token_mismatches(const struct embedder *e, const struct fixture *f)
 {
+    struct timespec t0, t1;
     struct tokens toks;
-    size_t bad = 0;
+    size_t bad = 0, bytes = 0;
 
     tokens_init(&toks, false);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (size_t i = 0; i < f->n; i++) {
+        bytes += strlen(f->texts[i]);
         int r = tokenizer_encode(embedder_tokenizer(e), f->texts[i], strlen(f->texts[i]),
                                  embedder_max_seq_length(e), &toks);
         ASSERT_OK(r);
@@ -959,6 +962,9 @@ static size_t count_token_mismatches(const struct embedder *e, const struct fixt
                        f->lens[i]);
         }
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("  tokenizer: %zu bytes in %.1f ms (%.1f MB/s, one thread)\n", bytes,
+           elapsed(&t0, &t1) * 1e3, (double)bytes / elapsed(&t0, &t1) / 1e6);
     tokens_release(&toks);
     return bad;
 }

@@ -19,14 +19,16 @@
  * read-only weights, so there is no barrier inside a forward and elementwise work and attention
  * parallelise as well as the GEMMs.  COARCH_CPU_THREADING=blas selects the alternative (one
  * forward over the whole batch, OpenBLAS's own n threads inside each GEMM, everything else on
- * the calling thread) for comparison; see docs in the report for measurements.
+ * the calling thread) for comparison: on 2 Zen 4 cores the split runs 15-25% more tokens per
+ * CPU-second (docs/embedding.md has the numbers).
  *
  * OpenBLAS core type: Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) has been measured picking Haswell
- * (AVX2) kernels on an AVX-512 Zen 5, losing about 2x, and reads OPENBLAS_CORETYPE only in its
- * library constructor, before main().  Setting it from .preinit_array does not work either: glibc
- * resets environ when libc initialises, after preinit functions ran.  So executables call
- * embed_cpu_setup_process() first thing in main(), which re-executes the program with
- * OPENBLAS_CORETYPE=SkylakeX when needed (see cpu.h); the systemd unit may set it directly.
+ * (AVX2) kernels on an AVX-512 Zen 5, losing about 2x (on Zen 4 it picks Cooperlake, which is
+ * fine), and reads OPENBLAS_CORETYPE only in its library constructor, before main().  Setting it
+ * from .preinit_array does not work either: glibc resets environ when libc initialises, after
+ * preinit functions ran.  So executables call embed_cpu_setup_process() first thing in main(),
+ * which re-executes the program with OPENBLAS_CORETYPE=SkylakeX when needed (see cpu.h); the
+ * systemd unit may set it directly.
  *
  * Memory: weights are copied once into one 64-byte-aligned block (fused QKV; the mapping's pages
  * for them are then released), except the word-embedding table, which is read in place from the
@@ -55,8 +57,9 @@
 #error "the CPU backend reads safetensors' little-endian fp32 directly"
 #endif
 
-/* Rows of the FFN processed at once: keeps the [rows, FF] intermediate in L2. */
-#define FFN_CHUNK 128
+/* Rows of the FFN processed at once, bounding its [rows, FF] intermediate per thread (128, 512
+ * and 4096 measured within noise of each other on Zen 4). */
+#define FFN_CHUNK 512
 #define DEFAULT_MAX_TOKENS 8192
 #define MAX_THREADS 64
 

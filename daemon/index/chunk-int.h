@@ -30,8 +30,7 @@ const char *chunk_pool_get(const struct strpool *sp, uint32_t off);
 
 enum {
     LINE_BLANK = 1 << 0,
-    LINE_NO_CUT = 1 << 1, /* a piece may not end after this line */
-    LINE_DIRTY = 1 << 2,  /* holds invalid UTF-8 or NUL */
+    LINE_DIRTY = 1 << 2, /* holds invalid UTF-8 or NUL */
 };
 
 struct file {
@@ -41,11 +40,12 @@ struct file {
     const char *language;
     const struct chunk_options *opt;
     uint32_t n_lines;
-    uint32_t *start; /* n_lines + 1 offsets; line i is [start[i], start[i + 1]) with its '\n' */
-    uint32_t *tok;   /* n_lines + 1 prefix sums of per-line token counts */
-    uint8_t *flags;  /* per line */
-    bool clean;      /* the whole content is valid UTF-8 without NUL */
-    char *scratch;   /* for sanitizing one line or piece before counting */
+    uint32_t *start;   /* n_lines + 1 offsets; line i is [start[i], start[i + 1]) with its '\n' */
+    uint32_t *tok;     /* n_lines + 1 prefix sums of per-line token counts */
+    uint8_t *flags;    /* per line */
+    uint8_t *cut_cost; /* per line: syntax nodes spanning the break after it (0 without a tree) */
+    bool clean;        /* the whole content is valid UTF-8 without NUL */
+    char *scratch;     /* for sanitizing one line or piece before counting */
     size_t scratch_cap;
     const char *sep;    /* scope separator of the language's symbols: "." or "::" */
     struct strpool *sp; /* symbol names */

@@ -589,33 +589,28 @@ static int make_symbol(struct walk *w, TSNode n, uint32_t scope, uint32_t *ret)
     return chunk_pool_add(w->sp, buf, o, ret);
 }
 
-static bool lines_fit(const struct file *f, uint32_t a, uint32_t b, uint32_t budget)
-{
-    return b - a < f->opt->max_lines && range_tokens(f, a, b) <= budget;
-}
-
 /*
- * Mark where pieces may not end inside n: a node that fits the budget is atomic (no cut between
- * its lines); one that does not fit opens the breaks between its children.
+ * Add one to the cut cost of every line break inside a multi-line node, for n and everything
+ * below it: a break's cost is then the number of nodes spanning it.  Single-line nodes span no
+ * break, and neither does anything inside them, so most of the tree is never visited.
  */
-static void mark_cuts(struct walk *w, TSNode n, uint32_t budget, int depth)
+static void add_cut_costs(struct walk *w, TSNode n, int depth)
 {
-    struct file *f = w->f;
+    uint8_t *cost = w->f->cut_cost;
     uint32_t a, b;
     TSTreeCursor cur;
 
     node_lines(w, n, &a, &b);
     if (a == b)
         return;
-    if (depth >= WALK_MAX_DEPTH || ts_node_child_count(n) == 0 || lines_fit(f, a, b, budget)) {
-        for (uint32_t i = a; i < b; i++)
-            f->flags[i] |= LINE_NO_CUT;
+    for (uint32_t i = a; i < b; i++)
+        cost[i] += cost[i] < UINT8_MAX;
+    if (depth >= WALK_MAX_DEPTH)
         return;
-    }
     cur = ts_tree_cursor_new(n);
     if (ts_tree_cursor_goto_first_child(&cur)) {
         do
-            mark_cuts(w, ts_tree_cursor_current_node(&cur), budget, depth + 1);
+            add_cut_costs(w, ts_tree_cursor_current_node(&cur), depth + 1);
         while (ts_tree_cursor_goto_next_sibling(&cur));
     }
     ts_tree_cursor_delete(&cur);
@@ -661,7 +656,7 @@ static uint32_t flush_glue(struct walk *w, uint32_t until, bool attach, uint32_t
     return MIN(start, until);
 }
 
-static void glue_add(struct walk *w, TSNode n, uint32_t scope, uint32_t budget)
+static void glue_add(struct walk *w, TSNode n)
 {
     uint32_t a, b;
     bool attachable = node_flags(w, n) & NODE_ATTACH;
@@ -670,7 +665,6 @@ static void glue_add(struct walk *w, TSNode n, uint32_t scope, uint32_t budget)
     if (b < w->next_line)
         return; /* on a line an earlier region already owns */
     a = MAX(a, w->next_line);
-    mark_cuts(w, n, budget, 0);
     if (!w->glue_open) {
         w->glue_open = true;
         w->glue_a = a;
@@ -709,7 +703,6 @@ static void walk_unit(struct walk *w, TSNode outer, TSNode inner, uint32_t scope
     if (w->force_start >= 0)
         start = MIN(start, (uint32_t)w->force_start);
     w->force_start = -1;
-    mark_cuts(w, outer, chunk_budget(w->f, chunk_pool_get(w->sp, sym)), 0);
     add_region(w, start, b, REGION_UNIT, sym);
 }
 
@@ -736,7 +729,6 @@ static void walk_container(struct walk *w, TSNode outer, TSNode inner, uint32_t 
 
 static void walk_children(struct walk *w, TSNode parent, uint32_t scope, int depth)
 {
-    uint32_t budget = chunk_budget(w->f, chunk_pool_get(w->sp, scope));
     TSTreeCursor cur = ts_tree_cursor_new(parent);
 
     if (ts_tree_cursor_goto_first_child(&cur)) {
@@ -758,7 +750,7 @@ static void walk_children(struct walk *w, TSNode parent, uint32_t scope, int dep
                 walk_children(w, ch, scope, depth + 1);
                 break;
             case KIND_GLUE:
-                glue_add(w, ch, scope, budget);
+                glue_add(w, ch);
                 break;
             }
         } while (ts_tree_cursor_goto_next_sibling(&cur));
@@ -837,6 +829,7 @@ int chunk_tree(struct chunker *c, struct file *f, struct pieces *ps)
             .attach_a = -1,
             .force_start = -1,
         };
+        add_cut_costs(&w, ts_tree_root_node(tree), 0);
         walk_children(&w, ts_tree_root_node(tree), root_scope, 0);
         r = w.r;
         /* Lines after the last node: only whitespace, by construction, but keep the promise

@@ -13,20 +13,21 @@
  * attributes right above it) or GLUE (imports, statements, fields and class headers between
  * units), each with its symbol ("Foo.bar"; glue carries the enclosing scope).  Classes and other
  * containers are not units themselves: their header lines become glue with the class's symbol
- * and their methods become units with "Class.method" symbols.  While walking, every node that
- * fits the token budget marks its inner line breaks as "no cut here"; a node that does not fit
- * leaves the breaks between its children open.  A region is then packed greedily into pieces
- * that end only at open breaks, which is how a large function gets split between statements
- * (and, inside a huge statement, between its parts).  A single line too long for a chunk is cut
- * by bytes.  Finally small neighbouring pieces are merged up to merge_tokens, so tiny functions,
- * one-line imports and closing braces do not become chunks of their own.
+ * and their methods become units with "Class.method" symbols.  Each line break gets a cut cost,
+ * the number of syntax nodes spanning it: low between statements, higher inside a nested block,
+ * higher still inside one statement.  A region that does not fit the budget is packed into pieces
+ * cut at the cheapest breaks that keep the pieces well filled (and balanced when two pieces
+ * suffice), which is how a large function gets split between its top-level statements when it
+ * can, and deeper only when it must.  A single line too long for a chunk is cut by bytes.
+ * Finally small neighbouring pieces are merged up to merge_tokens, so tiny functions, one-line
+ * imports and closing braces do not become chunks of their own.
  *
  * Without a grammar (other text files, a parse that times out, content over max_parse_bytes, a
  * build without tree-sitter) the file is cut into line windows with overlap.
  *
  * Bounds: content over max_file_bytes is refused; parsing is cancelled after parse_timeout_us;
  * tree recursion stops at WALK_MAX_DEPTH (deeper nodes are treated as opaque); line-table memory
- * is 9 bytes per line; the result is capped at max_chunks.
+ * is 10 bytes per line; the result is capped at max_chunks.
  */
 #include "chunk.h"
 
@@ -454,7 +455,8 @@ static int file_build_lines(struct file *f)
     f->start = array_alloc(cap, sizeof(uint32_t));
     f->tok = array_alloc(cap, sizeof(uint32_t));
     f->flags = array_alloc(cap, sizeof(uint8_t));
-    if (!f->start || !f->tok || !f->flags)
+    f->cut_cost = calloc(cap, sizeof(uint8_t));
+    if (!f->start || !f->tok || !f->flags || !f->cut_cost)
         return -ENOMEM;
     f->clean = utf8_is_clean(f->src, f->len);
 
@@ -548,6 +550,7 @@ static void file_release(struct file *f)
     free(f->start);
     free(f->tok);
     free(f->flags);
+    free(f->cut_cost);
     free(f->scratch);
     free(f->header_path);
 }
@@ -653,10 +656,59 @@ static int split_long_line(struct file *f, struct pieces *ps, uint32_t i, uint8_
     return 0;
 }
 
+/* Distance of x from the middle of total, for balancing two pieces. */
+static uint32_t off_middle(uint32_t x, uint32_t total)
+{
+    return 2 * x > total ? 2 * x - total : total - 2 * x;
+}
+
+/*
+ * Where to end a piece that starts at line s, when lines s..emax fit the budget and the region
+ * goes on to b: at the break of lowest cost (the fewest syntax nodes spanning it, so between
+ * statements rather than inside one), among breaks that keep pieces reasonably full.  When the
+ * rest of the region fits one more piece, the two are balanced (each at least a quarter of the
+ * total, ties broken towards the middle) so no tiny tail is left; otherwise the piece is at least
+ * half full (ties broken towards the end).
+ */
+static uint32_t choose_cut(const struct file *f, uint32_t s, uint32_t emax, uint32_t b,
+                           uint32_t budget)
+{
+    uint32_t total = range_tokens(f, s, b), max_lines = f->opt->max_lines;
+    bool two = total <= 2 * (uint64_t)budget && b - s + 1 <= 2 * max_lines;
+
+    for (int pass = two ? 0 : 1; pass < 2; pass++) {
+        int64_t best = -1;
+        uint32_t best_cost = UINT32_MAX, best_t1 = 0;
+
+        for (uint32_t k = s; k <= emax; k++) {
+            uint32_t t1 = range_tokens(f, s, k), t2 = total - t1, cost = f->cut_cost[k];
+            bool ok, better;
+
+            if (pass == 0)
+                ok = 4 * (uint64_t)t1 >= total && 4 * (uint64_t)t2 >= total && t2 <= budget &&
+                     b - k <= max_lines;
+            else
+                ok = 2 * (uint64_t)t1 >= budget || 2 * (k - s + 1) >= max_lines;
+            if (!ok)
+                continue;
+            better = cost < best_cost ||
+                     (cost == best_cost &&
+                      (pass == 1 || off_middle(t1, total) <= off_middle(best_t1, total)));
+            if (better) {
+                best = k;
+                best_cost = cost;
+                best_t1 = t1;
+            }
+        }
+        if (best >= 0)
+            return (uint32_t)best;
+    }
+    return emax;
+}
+
 /*
  * Pack lines [a, b] of one region into pieces of at most `budget` tokens and max_lines lines,
- * ending only after lines without LINE_NO_CUT when possible.  Leading and trailing blank lines
- * are left out of pieces.
+ * cut where choose_cut() says.  Leading and trailing blank lines are left out of pieces.
  */
 int chunk_pack_region(struct file *f, struct pieces *ps, uint32_t a, uint32_t b, uint8_t kind,
                       uint32_t sym, uint32_t budget)
@@ -673,19 +725,13 @@ int chunk_pack_region(struct file *f, struct pieces *ps, uint32_t a, uint32_t b,
         return 0;
 
     for (uint32_t s = a; s <= b;) {
-        int64_t best = -1, forced = -1;
-        uint32_t e;
+        uint32_t e, t;
 
         while (s <= b && line_blank(f, s))
             s++;
         if (s > b)
             break;
-        for (e = s; e <= b && e - s < max_lines && range_tokens(f, s, e) <= budget; e++) {
-            if (e == b || !(f->flags[e] & LINE_NO_CUT))
-                best = e;
-            forced = e;
-        }
-        if (forced < 0) {
+        if (range_tokens(f, s, s) > budget) {
             /* Line s alone is over budget. */
             r = split_long_line(f, ps, s, kind, sym, budget);
             if (r < 0)
@@ -693,15 +739,16 @@ int chunk_pack_region(struct file *f, struct pieces *ps, uint32_t a, uint32_t b,
             s++;
             continue;
         }
-        e = (uint32_t)(best >= 0 ? best : forced);
-        {
-            uint32_t t = e;
-            while (t > s && line_blank(f, t))
-                t--;
-            r = push_lines(f, ps, s, t, kind, sym, false);
-            if (r < 0)
-                return r;
-        }
+        for (e = s; e < b && e + 1 - s < max_lines && range_tokens(f, s, e + 1) <= budget; e++)
+            ;
+        if (e < b)
+            e = choose_cut(f, s, e, b, budget);
+        t = e;
+        while (t > s && line_blank(f, t))
+            t--;
+        r = push_lines(f, ps, s, t, kind, sym, false);
+        if (r < 0)
+            return r;
         s = e + 1;
     }
     if (ps->n - first > 1)
@@ -1105,8 +1152,6 @@ int chunk_file(struct chunker *c, const char *path, const char *content, size_t 
     if (r == -ENOTSUP) {
         /* Window instead, from a clean slate (a cancelled walk may have left pieces). */
         ps.n = 0;
-        for (uint32_t i = 0; i < f.n_lines; i++)
-            f.flags[i] &= (uint8_t)~LINE_NO_CUT;
         r = window_file(&f, &ps, &sp);
     } else if (r >= 0) {
         r = merge_pieces(&f, &ps);

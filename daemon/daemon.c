@@ -271,7 +271,9 @@ static void daemon_check_drained(struct daemon *d)
 
 void daemon_stop(struct daemon *d, const char *reason)
 {
-    if (d->state != DAEMON_STATE_RUNNING)
+    /* From NEW too: a failed daemon_start() winds down through the same sequence, so modules'
+     * stop hooks run and their threads finish before anything is freed. */
+    if (d->state != DAEMON_STATE_RUNNING && d->state != DAEMON_STATE_NEW)
         return;
     d->state = DAEMON_STATE_STOPPING;
     log_info("stopping (%s)", reason);

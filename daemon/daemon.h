@@ -55,7 +55,11 @@ int daemon_run(struct daemon *d);
 /* Accepts NULL and a daemon in any state (a failed start included); returns NULL. */
 struct daemon *daemon_free(struct daemon *d);
 
-/* Begins the stop sequence (SIGTERM, SIGINT, the `shutdown` method).  Idempotent. */
+/*
+ * Begins the stop sequence (SIGTERM, SIGINT, the `shutdown` method).  Idempotent.  Also the
+ * way out after a failed daemon_start(): daemon_stop() then daemon_run() run the modules' stop
+ * hooks and wait for their holds, exactly as a normal stop does.
+ */
 void daemon_stop(struct daemon *d, const char *reason);
 /* SIGHUP: re-reads the configuration; a bad one is refused with a warning. */
 void daemon_reload(struct daemon *d);

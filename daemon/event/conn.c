@@ -20,6 +20,7 @@ struct conn_write {
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static int conn_flush(struct connection *c);
 
 struct event_frame *event_frame_ref(struct event_frame *f)
 {
@@ -47,6 +48,7 @@ struct connection *connection_unref(struct connection *c)
     if (!c || --c->refs > 0)
         return NULL;
     proto_decoder_free(c->decoder);
+    free(c->obuf);
     free(c);
     return NULL;
 }
@@ -121,15 +123,18 @@ static void conn_enter(struct connection *c)
 
 static void conn_leave(struct connection *c)
 {
-    if (--c->in_callback == 0 && c->close_deferred)
-        conn_do_close(c);
+    if (--c->in_callback == 0) {
+        (void)conn_flush(c);
+        if (c->close_deferred)
+            conn_do_close(c);
+    }
     connection_unref(c);
 }
 
 /* A draining connection closes once everything it owes the peer is written. */
 static void conn_maybe_finish(struct connection *c)
 {
-    if (c->draining && !c->closing && c->pending == 0 && c->queued == 0)
+    if (c->draining && !c->closing && c->pending == 0 && c->queued == 0 && c->obuf_len == 0)
         connection_close(c);
 }
 
@@ -158,12 +163,28 @@ static size_t conn_high_mark(const struct connection *c)
     return c->server->lim.max_output / 4;
 }
 
+/*
+ * What a queued write costs beyond its bytes: the write request and the frame header.  Counted
+ * in `queued`, so max_output bounds real memory even when a client leaves thousands of tiny
+ * answers unread.
+ */
+#define CONN_WRITE_OVERHEAD (sizeof(struct conn_write) + sizeof(struct event_frame))
+
+/* Frames up to this size are coalesced while a read callback runs; larger ones go out alone
+ * (copying them would cost more than the extra write). */
+#define CONN_COALESCE_MAX (64u * 1024)
+
+bool conn_over_limit(const struct connection *c, size_t len)
+{
+    return c->queued + c->obuf_len + len + CONN_WRITE_OVERHEAD > c->server->lim.max_output;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct conn_write *w = req->data;
     struct connection *c = w->conn;
 
-    c->queued -= w->frame->len;
+    c->queued -= w->frame->len + CONN_WRITE_OVERHEAD;
     event_frame_unref(w->frame);
     free(w);
 
@@ -176,26 +197,24 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     if (c->read_paused && !c->draining && c->queued <= conn_high_mark(c) / 2) {
+        log_debug("connection %llu: client caught up, reading again", (unsigned long long)c->id);
         c->read_paused = false;
         uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
     }
     conn_maybe_finish(c);
 }
 
-/* Takes the frame reference in every case. */
-int conn_write_frame(struct connection *c, struct event_frame *f)
+/* uv_write() of one frame; takes the frame reference in every case. */
+static int conn_write_raw(struct connection *c, struct event_frame *f)
 {
     struct conn_write *w;
     uv_buf_t buf;
     int r;
 
-    if (c->closing) {
-        event_frame_unref(f);
-        return -ENOTCONN;
-    }
     w = malloc(sizeof(*w));
     if (!w) {
         event_frame_unref(f);
+        connection_close(c); /* an answer is lost: the client must not wait for it forever */
         return -ENOMEM;
     }
     *w = (struct conn_write){.conn = c, .frame = f};
@@ -209,8 +228,43 @@ int conn_write_frame(struct connection *c, struct event_frame *f)
         connection_close(c);
         return r;
     }
-    c->queued += f->len;
+    c->queued += f->len + CONN_WRITE_OVERHEAD;
     return 0;
+}
+
+/* Writes out the coalesced frames, if any. */
+static int conn_flush(struct connection *c)
+{
+    struct event_frame *f;
+
+    if (c->obuf_len == 0 || c->closing)
+        return 0;
+    f = malloc(sizeof(*f));
+    if (!f) {
+        connection_close(c);
+        return -ENOMEM;
+    }
+    *f = (struct event_frame){.refs = 1, .len = c->obuf_len, .data = c->obuf};
+    c->obuf = NULL;
+    c->obuf_len = c->obuf_cap = 0;
+    return conn_write_raw(c, f);
+}
+
+int conn_write_frame(struct connection *c, struct event_frame *f)
+{
+    int r;
+
+    if (c->closing) {
+        event_frame_unref(f);
+        return -ENOTCONN;
+    }
+    /* Order on the wire is the order of sends: coalesced frames go first. */
+    r = conn_flush(c);
+    if (r < 0) {
+        event_frame_unref(f);
+        return r;
+    }
+    return conn_write_raw(c, f);
 }
 
 int connection_send(struct connection *c, void *frame, size_t len)
@@ -221,17 +275,34 @@ int connection_send(struct connection *c, void *frame, size_t len)
         free(frame);
         return -ENOTCONN;
     }
-    if (c->queued + len > c->server->lim.max_output) {
+    if (conn_over_limit(c, len)) {
         log_warning("connection %llu: client is not reading (%zu bytes queued, limit %zu); "
                     "closing it",
-                    (unsigned long long)c->id, c->queued, c->server->lim.max_output);
+                    (unsigned long long)c->id, c->queued + c->obuf_len, c->server->lim.max_output);
         free(frame);
         connection_close(c);
         return -ENOBUFS;
     }
+    /*
+     * Inside a read callback, answers to pipelined requests are gathered and written with one
+     * uv_write() when the callback ends (conn_leave()): one syscall and one request instead of
+     * one per answer.  Outside (a worker's completion) there is nothing to wait for.
+     */
+    if (c->in_callback > 0 && len < CONN_COALESCE_MAX) {
+        if (array_grow((void **)&c->obuf, &c->obuf_cap, c->obuf_len + len, 1) < 0) {
+            free(frame);
+            connection_close(c);
+            return -ENOMEM;
+        }
+        memcpy(c->obuf + c->obuf_len, frame, len);
+        c->obuf_len += len;
+        free(frame);
+        return c->obuf_len >= CONN_COALESCE_MAX ? conn_flush(c) : 0;
+    }
     f = malloc(sizeof(*f));
     if (!f) {
         free(frame);
+        connection_close(c);
         return -ENOMEM;
     }
     *f = (struct event_frame){.refs = 1, .len = len, .data = frame};
@@ -310,6 +381,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         goto out;
     }
     conn_dispatch(c);
+    (void)conn_flush(c);
 
     if (!c->closing && !c->draining && c->queued >= conn_high_mark(c)) {
         log_debug("connection %llu: %zu bytes queued, pausing reads until the client catches up",

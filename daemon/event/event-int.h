@@ -74,7 +74,9 @@ struct connection {
     pid_t peer_pid;
     uid_t peer_uid;
     uint64_t last_activity_ms;
-    size_t queued;    /* bytes handed to uv_write() and not yet completed */
+    size_t queued; /* bytes handed to uv_write() and not completed, plus overhead */
+    char *obuf;    /* small frames coalesced during a read callback (conn.c) */
+    size_t obuf_len, obuf_cap;
     unsigned pending; /* requests in flight */
     uint32_t events;  /* notification subscriptions */
 
@@ -119,6 +121,9 @@ struct server {
 /* conn.c */
 int conn_accept(struct server *s);
 void conn_drain(struct connection *c);
+/* Whether queueing len more bytes would take c past max_output. */
+bool conn_over_limit(const struct connection *c, size_t len);
+/* Queues a (shared) frame after anything coalesced; takes the reference in every case. */
 int conn_write_frame(struct connection *c, struct event_frame *f);
 struct event_frame *event_frame_ref(struct event_frame *f);
 struct event_frame *event_frame_unref(struct event_frame *f);

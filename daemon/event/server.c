@@ -201,7 +201,7 @@ int server_broadcast(struct server *s, uint32_t events, void *frame, size_t len)
     for (struct connection *c = s->conns; c; c = c->next) {
         if (c->closing || !c->admitted || !(c->events & events))
             continue;
-        if (c->queued + len > s->lim.max_output) {
+        if (conn_over_limit(c, len)) {
             log_warning("connection %llu: not reading its notifications (%zu bytes queued, "
                         "limit %zu); closing it",
                         (unsigned long long)c->id, c->queued, s->lim.max_output);

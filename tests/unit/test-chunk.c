@@ -492,6 +492,39 @@ TEST(big_function_split_on_statements)
     free(b.s);
 }
 
+TEST(split_is_balanced)
+{
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+    struct sbuf b = {0};
+    uint32_t code[2];
+
+    need_grammars();
+    /* 30 statements of 3 words: 94 words of code, 1.6 times the 58 left by the header. */
+    sb_printf(&b, "def f(a):\n");
+    for (int i = 0; i < 30; i++)
+        sb_printf(&b, "    a = a%d\n", i);
+    sb_printf(&b, "    return a\n");
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.count_tokens = count_words;
+    opt.max_tokens = opt.merge_tokens = 64;
+    chunk_list_init(&l);
+    ASSERT_EQ(chunk_file(c, "f.py", b.s, b.n, &opt, &l), 2);
+    check_invariants("f.py", b.s, b.n, &opt, &l, false);
+    /* Two pieces of similar size rather than a full one and a tiny tail. */
+    for (int i = 0; i < 2; i++) {
+        ASSERT_STREQ(l.items[i].symbol, "f");
+        code[i] = (uint32_t)count_words(NULL, l.items[i].text + l.items[i].header_len,
+                                        l.items[i].text_len - l.items[i].header_len);
+    }
+    ASSERT_LE(code[0] > code[1] ? code[0] - code[1] : code[1] - code[0], 6);
+    chunk_list_release(&l);
+    chunker_free(c);
+    free(b.s);
+}
+
 TEST(tiny_functions_merged)
 {
     struct chunker *c;

@@ -196,6 +196,16 @@ static void wait_connections(struct tclient *c, uint64_t want)
     ASSERT_EQ(n, want);
 }
 
+/* The daemon accepted c and closed it without answering (refusals close at once, so the
+ * request may not even be sendable any more). */
+static void expect_refused(struct tclient *c)
+{
+    int r = tclient_send(c, 1, "ping");
+
+    ASSERT_TRUE(r == 0 || r == -EPIPE || r == -ECONNRESET);
+    ASSERT_EQ(tclient_wait_closed(c, 5000), 0);
+}
+
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "we");
@@ -699,8 +709,7 @@ TEST(max_connections_refuses_extra_clients)
     ASSERT_OK(tclient_ping(a));
     ASSERT_OK(tclient_ping(b));
     extra = connect_ok(&d); /* the kernel accepts; coarchd closes it at once */
-    ASSERT_OK(tclient_send(extra, 1, "ping"));
-    ASSERT_EQ(tclient_wait_closed(extra, 5000), 0);
+    expect_refused(extra);
     tclient_free(extra);
     ASSERT_TRUE(tdaemon_log_wait(&d, "the limit is 2 (COARCH_MAX_CONNECTIONS)", 2000));
 
@@ -903,7 +912,8 @@ static int other_uid_child(const char *socket, bool expect_eacces)
         return r == -EACCES ? 0 : 11;
     if (r < 0)
         return 12;
-    if (tclient_send(c, 1, "ping") < 0 && errno != EPIPE)
+    r = tclient_send(c, 1, "ping");
+    if (r < 0 && r != -EPIPE && r != -ECONNRESET)
         return 13;
     r = tclient_wait_closed(c, 5000);
     tclient_free(c);
@@ -1258,8 +1268,7 @@ TEST(sighup_reloads_config_file_and_keeps_it_on_errors)
     ASSERT_OK(tclient_ping(more[0]));
     ASSERT_OK(tclient_ping(more[1]));
     more[2] = connect_ok(&d);
-    ASSERT_OK(tclient_send(more[2], 1, "ping"));
-    ASSERT_EQ(tclient_wait_closed(more[2], 5000), 0);
+    expect_refused(more[2]);
     for (int i = 0; i < 3; i++)
         tclient_free(more[i]);
 

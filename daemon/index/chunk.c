@@ -1023,21 +1023,24 @@ static int merge_pieces(struct file *f, struct pieces *ps)
     return 0;
 }
 
+/*
+ * Turn pieces into chunks appended to out.  Each chunk is one allocation holding, in order, its
+ * text (header and sanitized code), symbol and path, so chunk_list_release() frees one block.
+ */
 static int emit_chunks(struct file *f, const struct pieces *ps, struct chunk_list *out)
 {
+    size_t hl = strlen(f->header_path), pl = strlen(f->path);
     char sym[SYMBOL_MAX + 8];
 
     for (size_t i = 0; i < ps->n; i++) {
         const struct piece *p = &ps->items[i];
-        size_t code = p->byte_b - p->byte_a, sl, hl = strlen(f->header_path);
-        size_t cap, o;
-        struct chunk *ch;
-        char *buf;
+        size_t code = p->byte_b - p->byte_a, sl, cap, o, hlen;
+        char *buf, *sym_copy, *path_copy;
         int r;
 
         sl = render_symbol(f, p, sym, sizeof(sym));
-        /* header + code (sanitized: up to 3 bytes per byte) + NUL + symbol + NUL */
-        if (!size_mul_ok(code, 3, &cap) || !size_add_ok(cap, hl + 2 * sl + 64, &cap))
+        /* header + code (sanitizing may triple it) + NUL + symbol + NUL + path + NUL */
+        if (!size_mul_ok(code, 3, &cap) || !size_add_ok(cap, hl + 2 * sl + pl + 64, &cap))
             return -ENOMEM;
         buf = malloc(cap);
         if (!buf)
@@ -1046,36 +1049,38 @@ static int emit_chunks(struct file *f, const struct pieces *ps, struct chunk_lis
         if (sl)
             o += (size_t)snprintf(buf + o, cap - o, "symbol: %s\n", sym);
         buf[o++] = '\n';
-        {
-            size_t hlen = o;
-            if (f->clean) {
-                memcpy(buf + o, f->src + p->byte_a, code);
-                o += code;
-            } else {
-                o += utf8_sanitize(buf + o, f->src + p->byte_a, code);
-            }
-            buf[o] = '\0';
-            memcpy(buf + o + 1, sym, sl + 1);
-            r = array_grow((void **)&out->items, &out->cap, out->n + 1, sizeof(struct chunk));
-            if (r < 0) {
-                free(buf);
-                return r;
-            }
-            ch = &out->items[out->n++];
-            *ch = (struct chunk){
-                .text = buf,
-                .text_len = o,
-                .header_len = hlen,
-                .start_line = p->a + 1,
-                .end_line = p->b + 1,
-                .start_byte = p->byte_a,
-                .end_byte = p->byte_b,
-                .language = f->language,
-                .symbol = buf + o + 1,
-                .n_tokens =
-                    (uint32_t)MIN((size_t)p->tokens + header_tokens(f, sym), (size_t)UINT32_MAX),
-            };
+        hlen = o;
+        if (f->clean) {
+            memcpy(buf + o, f->src + p->byte_a, code);
+            o += code;
+        } else {
+            o += utf8_sanitize(buf + o, f->src + p->byte_a, code);
         }
+        buf[o] = '\0';
+        sym_copy = buf + o + 1;
+        memcpy(sym_copy, sym, sl + 1);
+        path_copy = sym_copy + sl + 1;
+        memcpy(path_copy, f->path, pl + 1);
+
+        r = array_grow((void **)&out->items, &out->cap, out->n + 1, sizeof(struct chunk));
+        if (r < 0) {
+            free(buf);
+            return r;
+        }
+        out->items[out->n++] = (struct chunk){
+            .text = buf,
+            .text_len = o,
+            .header_len = hlen,
+            .path = path_copy,
+            .start_line = p->a + 1,
+            .end_line = p->b + 1,
+            .start_byte = p->byte_a,
+            .end_byte = p->byte_b,
+            .language = f->language,
+            .symbol = sym_copy,
+            .n_tokens =
+                (uint32_t)MIN((size_t)p->tokens + header_tokens(f, sym), (size_t)UINT32_MAX),
+        };
     }
     return 0;
 }
@@ -1090,7 +1095,7 @@ void chunk_list_release(struct chunk_list *l)
     if (!l)
         return;
     for (size_t i = 0; i < l->n; i++)
-        free(l->items[i].text); /* symbol lives in the same block */
+        free(l->items[i].text); /* symbol and path live in the same block */
     free(l->items);
     *l = (struct chunk_list){0};
 }

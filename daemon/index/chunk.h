@@ -61,6 +61,7 @@ struct chunk {
     char *text;                    /* header + code; owned by the list */
     size_t text_len;               /* bytes in text, without the NUL */
     size_t header_len;             /* text + header_len is the code */
+    const char *path;              /* the path passed to chunk_file(); owned by the list */
     uint32_t start_line, end_line; /* 1-based, inclusive */
     size_t start_byte, end_byte;   /* [start, end) in the content passed to chunk_file() */
     const char *language;          /* static string: "python", "c", ..., "markdown", "text" */

@@ -176,6 +176,7 @@ static void check_invariants(const char *path, const char *src, size_t len,
         if (opt->count_tokens)
             ASSERT_LE(opt->count_tokens(opt->count_ctx, c->text, c->text_len) + 2, opt->max_tokens);
         ASSERT_TRUE(c->language && c->language[0]);
+        ASSERT_TRUE(c->path && c->path != path);
         for (uint32_t ln = c->start_line; ln <= c->end_line; ln++)
             covered[ln] = 1;
         covered_to = c->end_byte > covered_to ? c->end_byte : covered_to;

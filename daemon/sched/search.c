@@ -26,14 +26,90 @@ struct repo_cache {
     size_t n_paths, cap_paths;
     char **langs;
     size_t n_langs, cap_langs;
+    /*
+     * The path filter's answers per path for the last glob used (0 unknown, 1 match, 2 no),
+     * kept because matching every file name against the glob anew cost a filtered search
+     * ~10%.  A search takes the array (memo_ok = NULL) under the cache lock and gives it back
+     * when done, so concurrent searches never share one.
+     */
+    char *memo_glob;
+    uint8_t *memo_ok;
 };
+
+/*
+ * Scratch memory of one lexical search: the score accumulator (see "lexical" below).  Its
+ * table is several MiB for a query with common terms, and allocating and freeing that per
+ * search made the kernel fault in and zero fresh pages every time (a fifth of a lexical
+ * search's time), so finished searches return their scratch to a small pool in the cache.
+ * Between uses every slot of `slots` is zero; `touched` lists the slots a search filled, so
+ * only those are cleared afterwards.
+ */
+struct acc_slot {
+    uint64_t id; /* 0: empty (chunk ids are never 0) */
+    double score;
+};
+
+struct search_scratch {
+    struct acc_slot *slots;
+    size_t cap_slots;
+    uint32_t *touched;
+    size_t cap_touched;
+    struct search_scratch *next;
+};
+
+#define SEARCH_SCRATCH_POOL 4 /* idle scratches kept; more concurrent searches free theirs */
 
 struct search_cache {
     pthread_mutex_t lock;
     struct repo_cache **repos;
     size_t n, cap;
-    uint64_t epoch; /* bumped by every invalidation */
+    uint64_t epoch;              /* bumped by every invalidation */
+    struct search_scratch *idle; /* the pool, at most SEARCH_SCRATCH_POOL long */
+    size_t n_idle;
 };
+
+static size_t scratch_memory(const struct search_scratch *x)
+{
+    return sizeof(*x) + x->cap_slots * sizeof(*x->slots) + x->cap_touched * sizeof(*x->touched);
+}
+
+static void scratch_free(struct search_scratch *x)
+{
+    if (!x)
+        return;
+    free(x->slots);
+    free(x->touched);
+    free(x);
+}
+
+static struct search_scratch *scratch_get(struct search_cache *c)
+{
+    struct search_scratch *x;
+
+    pthread_mutex_lock(&c->lock);
+    x = c->idle;
+    if (x) {
+        c->idle = x->next;
+        c->n_idle--;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return x ? x : calloc(1, sizeof(*x));
+}
+
+static void scratch_put(struct search_cache *c, struct search_scratch *x)
+{
+    if (!x)
+        return;
+    pthread_mutex_lock(&c->lock);
+    if (c->n_idle < SEARCH_SCRATCH_POOL) {
+        x->next = c->idle;
+        c->idle = x;
+        c->n_idle++;
+        x = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    scratch_free(x);
+}
 
 static void repo_cache_free(struct repo_cache *rc)
 {
@@ -48,6 +124,8 @@ static void repo_cache_free(struct repo_cache *rc)
     for (size_t i = 0; i < rc->n_langs; i++)
         free(rc->langs[i]);
     free(rc->langs);
+    free(rc->memo_glob);
+    free(rc->memo_ok);
     free(rc);
 }
 
@@ -67,6 +145,11 @@ struct search_cache *search_cache_free(struct search_cache *c)
     for (size_t i = 0; i < c->n; i++)
         repo_cache_free(c->repos[i]);
     free(c->repos);
+    while (c->idle) {
+        struct search_scratch *x = c->idle;
+        c->idle = x->next;
+        scratch_free(x);
+    }
     pthread_mutex_destroy(&c->lock);
     free(c);
     return NULL;
@@ -74,9 +157,16 @@ struct search_cache *search_cache_free(struct search_cache *c)
 
 void search_cache_invalidate(struct search_cache *c, uint32_t repo)
 {
+    struct search_scratch *idle = NULL;
     size_t keep = 0;
 
     pthread_mutex_lock(&c->lock);
+    if (repo == 0) {
+        /* Everything: the memory governor sheds caches this way, so drop idle scratch too. */
+        idle = c->idle;
+        c->idle = NULL;
+        c->n_idle = 0;
+    }
     c->epoch++;
     for (size_t i = 0; i < c->n; i++) {
         struct repo_cache *rc = c->repos[i];
@@ -90,6 +180,11 @@ void search_cache_invalidate(struct search_cache *c, uint32_t repo)
     }
     c->n = keep;
     pthread_mutex_unlock(&c->lock);
+    while (idle) {
+        struct search_scratch *x = idle;
+        idle = x->next;
+        scratch_free(x);
+    }
 }
 
 size_t search_cache_memory(struct search_cache *c)
@@ -100,8 +195,11 @@ size_t search_cache_memory(struct search_cache *c)
     for (size_t i = 0; i < c->n; i++) {
         const struct repo_cache *rc = c->repos[i];
         total += vec_set_memory(rc->vs) +
-                 vec_set_count(rc->vs) * (sizeof(*rc->path_of) + sizeof(*rc->lang_of));
+                 vec_set_count(rc->vs) * (sizeof(*rc->path_of) + sizeof(*rc->lang_of)) +
+                 (rc->memo_ok ? rc->n_paths : 0);
     }
+    for (const struct search_scratch *x = c->idle; x; x = x->next)
+        total += scratch_memory(x);
     pthread_mutex_unlock(&c->lock);
     return total;
 }
@@ -298,8 +396,8 @@ static bool keep_pos(struct filter_ctx *f, size_t pos)
     return true;
 }
 
-static int filter_init(struct filter_ctx *f, const struct search_request *req,
-                       const struct repo_cache *rc)
+static int filter_init(struct filter_ctx *f, struct search_cache *c,
+                       const struct search_request *req, struct repo_cache *rc)
 {
     *f = (struct filter_ctx){.req = req, .rc = rc, .lang = -1};
     if (req->language) {
@@ -309,34 +407,40 @@ static int filter_init(struct filter_ctx *f, const struct search_request *req,
                 f->lang = (int)i;
     }
     if (req->path_glob) {
-        f->path_ok = calloc(MAX(rc->n_paths, (size_t)1), 1);
+        pthread_mutex_lock(&c->lock);
+        if (rc->memo_ok && strcmp(rc->memo_glob, req->path_glob) == 0)
+            f->path_ok = TAKE_PTR(rc->memo_ok);
+        pthread_mutex_unlock(&c->lock);
+        if (!f->path_ok)
+            f->path_ok = calloc(MAX(rc->n_paths, (size_t)1), 1);
         if (!f->path_ok)
             return -ENOMEM;
     }
     return 0;
 }
 
+/* Give the path answers back to rc's memo (replacing another glob's), or free them. */
+static void filter_release(struct filter_ctx *f, struct search_cache *c, struct repo_cache *rc)
+{
+    char *glob = f->path_ok ? strdup(f->req->path_glob) : NULL;
+
+    if (glob) {
+        pthread_mutex_lock(&c->lock);
+        if (!rc->memo_ok) {
+            free(rc->memo_glob);
+            rc->memo_glob = TAKE_PTR(glob);
+            rc->memo_ok = TAKE_PTR(f->path_ok);
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    free(glob);
+    free(f->path_ok);
+    f->path_ok = NULL;
+}
+
 static bool filtering(const struct search_request *req)
 {
     return req->path_glob || req->language;
-}
-
-/* Position of chunk `id` in the cache (ids are in ascending order), or -1. */
-static ssize_t cache_pos(const struct repo_cache *rc, uint64_t id)
-{
-    size_t lo = 0, hi = vec_set_count(rc->vs);
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        uint64_t m = vec_set_id(rc->vs, mid);
-        if (m == id)
-            return (ssize_t)mid;
-        if (m < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
 }
 
 /* ---- semantic --------------------------------------------------------------------------- */
@@ -388,49 +492,112 @@ static int semantic_repo(struct store_txn *t, const struct repo_cache *rc,
 
 /* ---- lexical ---------------------------------------------------------------------------- */
 
+/*
+ * BM25 is term-at-a-time: each query term's postings (in chunk id order) add their score to an
+ * accumulator keyed by chunk id.  A query with a common term ("return", "value") reads ~10^5
+ * postings, so the accumulator's memory access pattern is most of the cost.  It is an
+ * open-addressing table sized once from the terms' document frequencies (no rehash during
+ * the search), whose slots are {id, score} pairs (one cache line per probe), and whose hash
+ * keeps runs of ACC_RUN consecutive ids in consecutive slots while scattering the runs: a
+ * term's postings, which arrive in id order, then walk memory almost sequentially instead of
+ * missing the cache once per posting.
+ */
+#define ACC_RUN_BITS 6
+#define ACC_MIN_CAP 4096
+
 struct acc {
-    uint64_t *ids;
-    double *scores;
-    size_t cap, n;
+    struct search_scratch *x;
+    size_t mask; /* capacity in use - 1 (a power of two minus one, <= x->cap_slots - 1) */
+    size_t n;    /* filled slots, = entries of x->touched */
 };
+
+static size_t acc_home(uint64_t id, size_t mask)
+{
+    uint64_t run = (id >> ACC_RUN_BITS) * 0x9E3779B97F4A7C15ULL >> 20;
+
+    return (size_t)((run << ACC_RUN_BITS | (id & ((1u << ACC_RUN_BITS) - 1))) & mask);
+}
+
+/* Use (and if needed grow) the scratch for about `expect` distinct ids, at most half full. */
+static int acc_init(struct acc *a, struct search_scratch *x, uint64_t expect)
+{
+    size_t cap = ACC_MIN_CAP;
+
+    /* Slot numbers are kept in uint32_t. */
+    while (cap / 2 < expect && cap < ((size_t)1 << 32))
+        cap *= 2;
+    if (x->cap_slots < cap) {
+        struct acc_slot *slots = calloc(cap, sizeof(*slots));
+        if (!slots)
+            return -ENOMEM;
+        free(x->slots);
+        x->slots = slots;
+        x->cap_slots = cap;
+    }
+    if (x->cap_touched < cap / 2) {
+        uint32_t *t = array_realloc(x->touched, cap / 2, sizeof(*t));
+        if (!t)
+            return -ENOMEM;
+        x->touched = t;
+        x->cap_touched = cap / 2;
+    }
+    *a = (struct acc){.x = x, .mask = cap - 1};
+    return 0;
+}
+
+/* Return the scratch to its all-zero state. */
+static void acc_clear(struct acc *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        a->x->slots[a->x->touched[i]] = (struct acc_slot){0};
+    a->n = 0;
+}
+
+/* Double the capacity in use (only when df under-counted: the store changed under us). */
+static int acc_grow(struct acc *a)
+{
+    size_t cap = (a->mask + 1) * 2, n = a->n;
+    struct acc_slot *old;
+    int r;
+
+    if (cap > UINT32_MAX)
+        return -ENOMEM;
+    old = array_alloc(n, sizeof(*old));
+    if (!old)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        old[i] = a->x->slots[a->x->touched[i]];
+    acc_clear(a);
+    r = acc_init(a, a->x, cap / 2);
+    for (size_t i = 0; r >= 0 && i < n; i++) {
+        size_t j = acc_home(old[i].id, a->mask);
+        while (a->x->slots[j].id)
+            j = (j + 1) & a->mask;
+        a->x->slots[j] = old[i];
+        a->x->touched[a->n++] = (uint32_t)j;
+    }
+    free(old);
+    return r;
+}
 
 static int acc_add(struct acc *a, uint64_t id, double s)
 {
-    size_t j;
+    struct acc_slot *slots = a->x->slots;
+    size_t j = acc_home(id, a->mask);
 
-    if ((a->n + 1) * 2 > a->cap) {
-        size_t ncap = a->cap ? a->cap * 2 : 4096;
-        uint64_t *ni = calloc(ncap, sizeof(*ni));
-        double *ns = calloc(ncap, sizeof(*ns));
-        if (!ni || !ns) {
-            free(ni);
-            free(ns);
-            return -ENOMEM;
+    while (slots[j].id && slots[j].id != id)
+        j = (j + 1) & a->mask;
+    if (!slots[j].id) {
+        if ((a->n + 1) * 2 > a->mask + 1) {
+            int r = acc_grow(a);
+            if (r < 0)
+                return r;
+            return acc_add(a, id, s);
         }
-        for (size_t i = 0; i < a->cap; i++) {
-            if (!a->ids[i])
-                continue;
-            j = (a->ids[i] * 0x9E3779B97F4A7C15ULL >> 20) & (ncap - 1);
-            while (ni[j])
-                j = (j + 1) & (ncap - 1);
-            ni[j] = a->ids[i];
-            ns[j] = a->scores[i];
-        }
-        free(a->ids);
-        free(a->scores);
-        a->ids = ni;
-        a->scores = ns;
-        a->cap = ncap;
+        slots[j].id = id;
+        a->x->touched[a->n++] = (uint32_t)j;
     }
-    /* Chunk ids are never 0 (the repo part is at least 1), so 0 marks an empty slot. */
-    j = (id * 0x9E3779B97F4A7C15ULL >> 20) & (a->cap - 1);
-    while (a->ids[j] && a->ids[j] != id)
-        j = (j + 1) & (a->cap - 1);
-    if (!a->ids[j]) {
-        a->ids[j] = id;
-        a->n++;
-    }
-    a->scores[j] += s;
+    slots[j].score += s;
     return 0;
 }
 
@@ -455,7 +622,46 @@ static int add_qterm(void *userdata, const char *term, size_t len)
 struct posting_ctx {
     struct acc *acc;
     double idf, avgdl;
+    /* With a filter: the cache, and the position in it of the last posting looked up. */
+    const struct repo_cache *rc;
+    struct filter_ctx *f;
+    size_t pos, n_pos;
 };
+
+/*
+ * Position of chunk `id` in the cache, searching forward from pc->pos: postings come in id
+ * order, as the cache's ids are, so a galloping search from the previous answer costs O(1)
+ * per posting for a common term and O(log gap) for a rare one.  false when id is not cached.
+ */
+static bool posting_pos(struct posting_ctx *pc, uint64_t id, size_t *ret)
+{
+    const struct vec_set *vs = pc->rc->vs;
+    size_t lo = pc->pos, step = 1, hi;
+
+    if (lo >= pc->n_pos)
+        return false;
+    if (vec_set_id(vs, lo) < id) {
+        /* Gallop: find hi with ids[hi] >= id, then binary-search (lo, hi]. */
+        while (lo + step < pc->n_pos && vec_set_id(vs, lo + step) < id) {
+            lo += step;
+            step *= 2;
+        }
+        hi = MIN(lo + step, pc->n_pos);
+        lo++;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (vec_set_id(vs, mid) < id)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    }
+    pc->pos = lo;
+    if (lo >= pc->n_pos || vec_set_id(vs, lo) != id)
+        return false;
+    *ret = lo;
+    return true;
+}
 
 static int on_postings(void *userdata, const struct store_posting *p, size_t n)
 {
@@ -463,6 +669,12 @@ static int on_postings(void *userdata, const struct store_posting *p, size_t n)
     struct bm25_params bp = BM25_DEFAULTS;
 
     for (size_t i = 0; i < n; i++) {
+        if (pc->f) {
+            /* Filtered out, or not in the cache (so not filterable): never a result. */
+            size_t pos;
+            if (!posting_pos(pc, p[i].chunk_id, &pos) || !keep_pos(pc->f, pos))
+                continue;
+        }
         int r = acc_add(pc->acc, p[i].chunk_id,
                         bm25_term_score(&bp, pc->idf, p[i].tf, p[i].doc_len, pc->avgdl));
         if (r < 0)
@@ -471,39 +683,65 @@ static int on_postings(void *userdata, const struct store_posting *p, size_t n)
     return 0;
 }
 
-static int lexical_repo(struct store_txn *t, const struct store_repo *repo, const struct qterms *q,
+static int lexical_repo(struct store_txn *t, struct search_cache *cache,
+                        const struct store_repo *repo, const struct qterms *q,
                         const struct repo_cache *rc, struct filter_ctx *f, struct topk *out)
 {
-    struct acc a = {0};
     double avgdl = repo->n_lex_docs ? (double)repo->sum_doc_len / (double)repo->n_lex_docs : 1;
+    struct search_scratch *x = NULL;
+    uint64_t *df = NULL, sum_df = 0;
+    struct acc a = {0};
     int r = 0;
 
+    if (q->n == 0)
+        return 0;
+    df = array_alloc(q->n, sizeof(*df));
+    if (!df)
+        return -ENOMEM;
     for (size_t i = 0; i < q->n; i++) {
-        uint64_t df = 0;
-        r = store_postings_df(t, repo->id, q->terms[i], &df);
+        r = store_postings_df(t, repo->id, q->terms[i], &df[i]);
         if (r < 0)
             goto out;
-        if (df == 0)
+        sum_df += df[i];
+    }
+    if (sum_df == 0)
+        goto out;
+    x = scratch_get(cache);
+    if (!x) {
+        r = -ENOMEM;
+        goto out;
+    }
+    r = acc_init(&a, x, MIN(sum_df, MAX(repo->n_lex_docs, (uint64_t)1)));
+    if (r < 0)
+        goto out;
+    for (size_t i = 0; i < q->n; i++) {
+        if (df[i] == 0)
             continue;
-        struct posting_ctx pc = {.acc = &a, .idf = bm25_idf(repo->n_lex_docs, df), .avgdl = avgdl};
+        struct posting_ctx pc = {
+            .acc = &a,
+            .idf = bm25_idf(repo->n_lex_docs, df[i]),
+            .avgdl = avgdl,
+        };
+        if (rc && filtering(f->req)) {
+            pc.rc = rc;
+            pc.f = f;
+            pc.n_pos = vec_set_count(rc->vs);
+        }
         r = store_postings_foreach(t, repo->id, q->terms[i], on_postings, &pc);
         if (r < 0)
             goto out;
     }
-    for (size_t i = 0; i < a.cap; i++) {
-        if (!a.ids[i])
-            continue;
-        if (rc && filtering(f->req)) {
-            ssize_t pos = cache_pos(rc, a.ids[i]);
-            if (pos < 0 || !keep_pos(f, (size_t)pos))
-                continue;
-        }
-        topk_push(out, a.ids[i], a.scores[i]);
+    for (size_t i = 0; i < a.n; i++) {
+        const struct acc_slot *sl = &x->slots[x->touched[i]];
+        topk_push(out, sl->id, sl->score);
     }
     r = 0;
 out:
-    free(a.ids);
-    free(a.scores);
+    if (x) {
+        acc_clear(&a);
+        scratch_put(cache, x);
+    }
+    free(df);
     return r;
 }
 
@@ -600,7 +838,7 @@ static int search_repo(struct store_txn *t, struct search_cache *cache,
         r = cache_get(cache, t, repo_id, dim, &rc);
         if (r < 0)
             return r;
-        r = filter_init(&f, req, rc);
+        r = filter_init(&f, cache, req, rc);
         if (r < 0)
             goto out;
     }
@@ -611,15 +849,16 @@ static int search_repo(struct store_txn *t, struct search_cache *cache,
     }
     if (want_lex) {
         f.req = req;
-        r = lexical_repo(t, &repo, q, rc, &f, lex);
+        r = lexical_repo(t, cache, &repo, q, rc, &f, lex);
         if (r < 0)
             goto out;
     }
     r = 0;
 out:
-    free(f.path_ok);
-    if (rc)
+    if (rc) {
+        filter_release(&f, cache, rc);
         cache_put(cache, rc);
+    }
     return r;
 }
 

@@ -8,7 +8,9 @@
  * (post-LN) QKV = X Wqkv^T (one fused [3H, H] GEMM), per-head softmax(Q K^T / sqrt(d)) V with the
  * Q/K/V biases added inside the attention kernel, X = LN(X + C Wo^T + bo),
  * X = LN(X + GELU_erf(X Wup^T + bup) Wdown^T + bdown); then mean over all tokens (or token 0)
- * and x / max(|x|, 1e-12).  LayerNorm statistics, softmax and pooling are fp32.
+ * and x / max(|x|, 1e-12).  LayerNorm statistics, softmax and pooling are fp32.  With CLS
+ * pooling the last layer computes only row 0 of each sequence after the QKV GEMM (llama.cpp's
+ * inp_out_ids trick): the same numbers, ~1/n_layers of the FFN and O-projection work saved.
  *
  * Batches are packed (no padding): every GEMM runs over the sum of the lengths, attention loops
  * over the sequences, so no FLOP is spent on pad tokens and no mask is needed.
@@ -280,6 +282,7 @@ static void forward(struct cpu_ctx *c, struct cpu_worker *w)
     const struct embed_batch *b = c->batch;
     const struct cpu_kernels *k = c->k;
     const size_t H = g->hidden, FF = g->intermediate, t0 = w->t0;
+    const bool cls = g->pooling == MODEL_POOLING_CLS;
     size_t T = 0, t;
     float *X, *C, *Tm, *QKV;
 
@@ -308,34 +311,53 @@ static void forward(struct cpu_ctx *c, struct cpu_worker *w)
 
     for (unsigned li = 0; li < g->n_layers; li++) {
         const struct cpu_layer *l = &c->layers[li];
-        size_t off = 0;
+        size_t off = 0, rows = T;
 
         gemm_nt(T, 3 * H, H, X, l->wqkv, QKV);
-        for (size_t s = w->s0; s < w->s1; s++) {
-            k->attention(QKV + off * 3 * H, 3 * H, l->bqkv, C + off * H, H, b->lengths[s],
-                         g->n_heads, g->head_dim, w->attn);
-            off += b->lengths[s];
+        if (li + 1 == g->n_layers && cls) {
+            /*
+             * Last layer, CLS pooling: only each sequence's row 0 is ever read again, so attend
+             * from that query alone (over all keys) and run the rest of the layer on one row per
+             * sequence.  The CLS rows of X move to the front (row i comes from a row >= i, so
+             * the in-place copy never overwrites a row still to be read).
+             */
+            size_t i = 0;
+            for (size_t s = w->s0; s < w->s1; s++, i++) {
+                k->attention(QKV + off * 3 * H, 3 * H, l->bqkv, C + i * H, H, b->lengths[s], 1,
+                             g->n_heads, g->head_dim, w->attn);
+                if (i != off)
+                    memcpy(X + i * H, X + off * H, H * sizeof(float));
+                off += b->lengths[s];
+            }
+            rows = i;
+        } else {
+            for (size_t s = w->s0; s < w->s1; s++) {
+                k->attention(QKV + off * 3 * H, 3 * H, l->bqkv, C + off * H, H, b->lengths[s],
+                             b->lengths[s], g->n_heads, g->head_dim, w->attn);
+                off += b->lengths[s];
+            }
         }
-        gemm_nt(T, H, H, C, l->wo, Tm);
-        k->add_layernorm(X, Tm, H, l->bo, l->ln1_g, l->ln1_b, T, H, g->ln_eps);
-        for (size_t r = 0; r < T; r += FFN_CHUNK) {
-            size_t n = MIN((size_t)FFN_CHUNK, T - r);
+        gemm_nt(rows, H, H, C, l->wo, Tm);
+        k->add_layernorm(X, Tm, H, l->bo, l->ln1_g, l->ln1_b, rows, H, g->ln_eps);
+        for (size_t r = 0; r < rows; r += FFN_CHUNK) {
+            size_t n = MIN((size_t)FFN_CHUNK, rows - r);
 
             gemm_nt(n, FF, H, X + r * H, l->wup, w->ffn);
             k->bias_gelu(w->ffn, l->bup, n, FF);
             gemm_nt(n, H, FF, w->ffn, l->wdown, Tm + r * H);
         }
-        k->add_layernorm(X, Tm, H, l->bdown, l->ln2_g, l->ln2_b, T, H, g->ln_eps);
+        k->add_layernorm(X, Tm, H, l->bdown, l->ln2_g, l->ln2_b, rows, H, g->ln_eps);
     }
 
     t = 0;
-    for (size_t s = w->s0; s < w->s1; s++) {
+    for (size_t s = w->s0, i = 0; s < w->s1; s++, i++) {
         float *out = c->out + s * H;
         uint32_t len = b->lengths[s];
         double norm = 0;
 
-        if (g->pooling == MODEL_POOLING_CLS) {
-            memcpy(out, X + t * H, H * sizeof(float));
+        if (cls) {
+            /* Row i: the last layer compacted the CLS rows. */
+            memcpy(out, X + i * H, H * sizeof(float));
         } else {
             memset(out, 0, H * sizeof(float));
             for (uint32_t p = 0; p < len; p++)

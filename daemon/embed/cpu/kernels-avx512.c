@@ -206,17 +206,17 @@ static ALWAYS_INLINE void attn_rows(const float *qkv, size_t ld_qkv, const float
 #define ATTN_HEAD(NC)                                                                              \
     do {                                                                                           \
         size_t i = 0;                                                                              \
-        for (; i + 4 <= L; i += 4)                                                                 \
+        for (; i + 4 <= nq; i += 4)                                                                \
             attn_rows(qkv + qo, ld_qkv, bqkv + qo, scale, Kt, V, S, qs, ctx + qo, ld_ctx, i, L,    \
                       lp, 4, NC);                                                                  \
-        for (; i < L; i++)                                                                         \
+        for (; i < nq; i++)                                                                        \
             attn_rows(qkv + qo, ld_qkv, bqkv + qo, scale, Kt, V, S, qs, ctx + qo, ld_ctx, i, L,    \
                       lp, 1, NC);                                                                  \
     } while (0)
 
 static void avx512_attention(const float *qkv, size_t ld_qkv, const float *bqkv, float *ctx,
-                             size_t ld_ctx, size_t L, unsigned n_heads, unsigned head_dim,
-                             float *scratch)
+                             size_t ld_ctx, size_t L, size_t nq, unsigned n_heads,
+                             unsigned head_dim, float *scratch)
 {
     const size_t D = head_dim, H = (size_t)n_heads * head_dim, lp = (L + 15) & ~(size_t)15;
     const float scale = 1.0f / sqrtf((float)head_dim);
@@ -224,7 +224,7 @@ static void avx512_attention(const float *qkv, size_t ld_qkv, const float *bqkv,
 
     /* 16, 32 and 64 cover BERT-family models; other sizes take the portable path. */
     if (D != 16 && D != 32 && D != 64) {
-        cpu_kernels_generic.attention(qkv, ld_qkv, bqkv, ctx, ld_ctx, L, n_heads, head_dim,
+        cpu_kernels_generic.attention(qkv, ld_qkv, bqkv, ctx, ld_ctx, L, nq, n_heads, head_dim,
                                       scratch);
         return;
     }

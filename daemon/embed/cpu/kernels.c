@@ -111,8 +111,8 @@ static void generic_bias_gelu(float *x, const float *bias, size_t rows, size_t n
 }
 
 static void generic_attention(const float *qkv, size_t ld_qkv, const float *bqkv, float *ctx,
-                              size_t ld_ctx, size_t L, unsigned n_heads, unsigned head_dim,
-                              float *scratch)
+                              size_t ld_ctx, size_t L, size_t n_queries, unsigned n_heads,
+                              unsigned head_dim, float *scratch)
 {
     size_t H = (size_t)n_heads * head_dim;
     float scale = 1.0f / sqrtf((float)head_dim);
@@ -121,7 +121,7 @@ static void generic_attention(const float *qkv, size_t ld_qkv, const float *bqkv
     for (unsigned h = 0; h < n_heads; h++) {
         size_t qo = (size_t)h * head_dim, ko = H + qo, vo = 2 * H + qo;
 
-        for (size_t i = 0; i < L; i++) {
+        for (size_t i = 0; i < n_queries; i++) {
             float mx = -INFINITY, sum = 0;
             float *out = ctx + i * ld_ctx + qo;
 

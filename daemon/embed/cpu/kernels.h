@@ -33,11 +33,14 @@ struct cpu_kernels {
     /*
      * Self-attention of one sequence of L tokens.  qkv holds L rows of [Q | K | V] (each
      * n_heads * head_dim wide, before bias) ld_qkv floats apart; bqkv is the matching 3*H bias.
-     * Writes softmax(Q K^T / sqrt(head_dim)) V, heads concatenated, to L rows of ctx, ld_ctx
-     * apart.  scratch holds cpu_attention_scratch_floats(L, head_dim) floats, 64-byte aligned.
+     * Writes softmax(Q K^T / sqrt(head_dim)) V, heads concatenated, for the first n_queries
+     * query rows (1 <= n_queries <= L; all keys are always used) to n_queries rows of ctx,
+     * ld_ctx apart.  scratch holds cpu_attention_scratch_floats(L, head_dim) floats, 64-byte
+     * aligned.
      */
     void (*attention)(const float *qkv, size_t ld_qkv, const float *bqkv, float *ctx, size_t ld_ctx,
-                      size_t L, unsigned n_heads, unsigned head_dim, float *scratch);
+                      size_t L, size_t n_queries, unsigned n_heads, unsigned head_dim,
+                      float *scratch);
 };
 
 size_t cpu_attention_scratch_floats(size_t max_len, unsigned head_dim);

@@ -180,8 +180,8 @@ void event_loop_close(struct event_loop *el)
         for (size_t i = 0; i < ELEMENTSOF(watched_signals); i++)
             uv_close((uv_handle_t *)&el->signals[i], NULL);
         /* Closing the last handle for a signal restores SIG_DFL.  For SIGTERM/SIGINT that is
-         * right (a second one ends a slow shutdown at once), but SIGHUP's default would kill
-         * us for asking a reload while we finish stopping. */
+         * right (a second one during the final close ends it at once), but SIGHUP's default would
+         * kill us for asking a reload while we finish stopping. */
         signal(SIGHUP, SIG_IGN);
     }
 }

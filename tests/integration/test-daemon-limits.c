@@ -430,3 +430,55 @@ TEST(notifications_to_subscribers_slow_one_closed)
     tclient_free(bystander);
     stop_ok(&d);
 }
+
+/* ---- connection lifecycle --------------------------------------------------------------- */
+
+/* A client that half-closes after sending (`... | nc -U`) still gets every answer. */
+TEST(half_closed_client_gets_its_answers)
+{
+    const char *const env[] = {"COARCH_DEBUG_METHODS=1", NULL};
+    struct tdaemon d;
+    struct tclient *c;
+    struct proto_msg *m;
+    bool seen[3] = {false};
+
+    start_env(&d, env);
+    c = connect_ok(&d);
+    send_sleep(c, 1, 300);
+    ASSERT_OK(tclient_send(c, 2, "ping"));
+    ASSERT_OK(tclient_send(c, 3, "version"));
+    ASSERT_EQ(shutdown(tclient_fd(c), SHUT_WR), 0);
+    for (int i = 0; i < 3; i++) {
+        m = read_response(c, 5000);
+        ASSERT_TRUE(m->id >= 1 && m->id <= 3 && !seen[m->id - 1]);
+        ASSERT_EQ(tmsg_error_code(m), 0);
+        seen[m->id - 1] = true;
+        proto_msg_free(m);
+    }
+    ASSERT_EQ(tclient_wait_closed(c, 5000), 0);
+    tclient_free(c);
+    stop_ok(&d);
+}
+
+/* A worker finishing for a client that has gone: the answer is dropped, nothing leaks. */
+TEST(answer_after_client_left_is_dropped)
+{
+    const char *const env[] = {"COARCH_DEBUG_METHODS=1", NULL};
+    struct tdaemon d;
+    struct tclient *c, *other;
+
+    start_env(&d, env);
+    other = connect_ok(&d);
+    c = connect_ok(&d);
+    send_sleep(c, 1, 300);
+    send_sleep(c, 2, 300);
+    usleep(50000);
+    tclient_free(c);
+    /* End of stream may be a half-close, so the connection lives until its answers are
+     * due; writing them fails, and then it goes. */
+    wait_connections(other, 1);
+    ASSERT_TRUE(tdaemon_log_wait(&d, "write failed", 0) || tdaemon_log_wait(&d, "dropped", 0));
+    ASSERT_OK(tclient_ping(other));
+    tclient_free(other);
+    stop_ok(&d); /* in the sanitizer build: no leaked request or connection */
+}

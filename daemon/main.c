@@ -72,6 +72,18 @@ static void print_help(void)
            "3 another coarchd already uses the data dir or socket.\n");
 }
 
+/* A relative --socket/--data-dir made absolute: status reports it to clients, which do not
+ * share our working directory.  Returns a malloc'd string or NULL (ENOMEM/getcwd failure). */
+static char *absolute_path(const char *p)
+{
+    _cleanup_free_ char *cwd = NULL;
+
+    if (p[0] == '/')
+        return strdup(p);
+    cwd = getcwd(NULL, 0);
+    return cwd ? path_join(cwd, p) : NULL;
+}
+
 /* Returns 1 to go on, 0 after --help/--version, or -EINVAL after printing the usage error. */
 static int parse_args(int argc, char **argv, struct args *ret_args)
 {
@@ -158,7 +170,7 @@ int main(int argc, char **argv)
     umask(0077);
 
     if (args.data_dir)
-        data_dir = strdup(args.data_dir);
+        data_dir = absolute_path(args.data_dir);
     else if ((r = coarch_data_dir(&data_dir)) < 0) {
         log_error_errno(r, "cannot find a data dir (set COARCH_DATA_DIR, XDG_DATA_HOME or "
                            "HOME, or pass --data-dir)");
@@ -182,7 +194,7 @@ int main(int argc, char **argv)
     }
     if (r == 0) {
         if (args.socket_path)
-            socket_path = strdup(args.socket_path);
+            socket_path = absolute_path(args.socket_path);
         else if ((r = coarch_socket_path(&socket_path)) < 0) {
             log_error_errno(r, "cannot derive the socket path: %m");
             return EXIT_USAGE;

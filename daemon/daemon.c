@@ -181,6 +181,16 @@ out_free:
     return r;
 }
 
+/* READY=1 with the status line `systemctl --user status coarchd` shows while running. */
+static void daemon_notify_ready(struct daemon *d)
+{
+    char status[1024];
+
+    snprintf(status, sizeof(status), "Listening on %s; data dir %s", server_socket_path(d->server),
+             d->data_dir);
+    sdnotify_ready(status);
+}
+
 static void watchdog_cb(struct event_timer *t, void *userdata)
 {
     sdnotify_watchdog();
@@ -240,13 +250,7 @@ int daemon_start(struct daemon *d)
 
     d->state = DAEMON_STATE_RUNNING;
     log_info("ready: listening on %s", server_socket_path(d->server));
-    {
-        char status[512];
-
-        snprintf(status, sizeof(status), "Listening on %s; data dir %s",
-                 server_socket_path(d->server), d->data_dir);
-        sdnotify_ready(status);
-    }
+    daemon_notify_ready(d);
     return 0;
 }
 
@@ -320,7 +324,7 @@ void daemon_reload(struct daemon *d)
                  c.max_connections, c.max_frame_mb, c.max_pending, c.idle_timeout_s,
                  c.max_output_mb);
     }
-    sdnotify_ready("Listening; configuration reloaded");
+    daemon_notify_ready(d);
 }
 
 int daemon_run(struct daemon *d)

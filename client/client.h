@@ -71,6 +71,8 @@ struct client_command {
 /* The table (commands.c). */
 extern const struct client_command client_cmd_ping, client_cmd_status, client_cmd_shutdown,
     client_cmd_version, client_cmd_help;
+extern const struct client_command client_cmd_index, client_cmd_search, client_cmd_jobs,
+    client_cmd_cancel, client_cmd_repos, client_cmd_remove, client_cmd_embed;
 const struct client_command *client_command_find(const char *name);
 /* Prints "'x' is not a coarchctl command" with the closest names; returns CLIENT_EXIT_USAGE. */
 int client_command_unknown(const char *name);

@@ -137,10 +137,10 @@ static void format_progress(const msgpack_object *p, char *buf, size_t size)
         snprintf(buf + n, size - n, "scanning, %" PRIu64 " files seen", get_u(p, "files_scanned"));
         return;
     }
-    if (eta_s >= 0)
+    if (eta_s >= 1)
         output_format_duration_ms((uint64_t)(eta_s * 1000), eta, sizeof(eta));
     else
-        snprintf(eta, sizeof(eta), "?");
+        snprintf(eta, sizeof(eta), eta_s >= 0 ? "<1 s" : "?");
     output_format_bytes(get_u(p, "usage_bytes"), usage, sizeof(usage));
     output_format_bytes(get_u(p, "limit_bytes"), limit, sizeof(limit));
     snprintf(buf + n, size - n,
@@ -230,6 +230,15 @@ static int subscribe_progress(struct client *cl)
     return CLIENT_EXIT_OK;
 }
 
+/* "0.4 s", "12.3 s", "3m 07s". */
+static void format_took(double s, char *buf, size_t size)
+{
+    if (s < 60)
+        snprintf(buf, size, "%.1f s", s);
+    else
+        output_format_duration_ms((uint64_t)(s * 1000), buf, size);
+}
+
 /* The end of a waited-for job: a summary on stdout, or why it did not finish on stderr. */
 static int report_end(struct client *cl, const msgpack_object *job)
 {
@@ -246,8 +255,7 @@ static int report_end(struct client *cl, const msgpack_object *job)
         if (!cl->json) {
             char repo[PATH_MAX];
             get_s(job, "repo", repo, sizeof(repo));
-            output_format_duration_ms((uint64_t)(get_d(job, "elapsed_s", 0) * 1000), took,
-                                      sizeof(took));
+            format_took(get_d(job, "elapsed_s", 0), took, sizeof(took));
             printf("indexed %s: %" PRIu64 " files (%" PRIu64 " unchanged, %" PRIu64
                    " deleted), %" PRIu64 " chunks in %s, %" PRIu64 " error%s\n",
                    repo, get_u(job, "files_done"), get_u(job, "files_unchanged"),

@@ -59,7 +59,7 @@ static void print_row(const msgpack_object *j, bool *ret_any_resumed)
     *ret_any_resumed |= resumed;
     printf("%5" PRIu64 "  %-9.*s%c  %-13s %-17s %8s %7s  %.*s", get_u(j, "job"), (int)MIN(slen, 9u),
            state, resumed ? '*' : ' ', files, chunks, rate, eta, (int)rlen, repo);
-    if (mlen && !(slen == 4 && memcmp(state, "done", 4) == 0))
+    if (mlen && slen == 6 && memcmp(state, "failed", 6) == 0)
         printf("  (%.*s)", (int)mlen, msg);
     putchar('\n');
 }

@@ -414,6 +414,28 @@ static int cand_cmp_best_first(const void *a, const void *b)
 }
 
 /*
+ * Offer the vector at `pos` with int32 dot product `dot` to the candidate heap.  The test
+ * against the heap's worst comes first because most vectors fail it; then the filter, if it
+ * has not been applied yet (`keep` NULL when it has).
+ */
+static inline void scan_consider(const struct vec_set *s, struct cand *cand, size_t *n_cand,
+                                 size_t cap, size_t pos, int32_t dot, float qscale,
+                                 vec_keep_fn keep, void *userdata)
+{
+    struct cand c = {
+        .score = (double)dot * s->scales[pos] * qscale,
+        .id = s->ids[pos],
+        .pos = pos,
+    };
+
+    if (*n_cand == cap && !cand_worse(&cand[0], &c))
+        return;
+    if (keep && !keep(userdata, c.id, c.pos))
+        return;
+    cand_push(cand, n_cand, cap, &c);
+}
+
+/*
  * Stage one scans the int8 copy for the best k * VEC_RERANK_FACTOR candidates; stage two
  * scores them exactly, best approximate first.
  *
@@ -458,23 +480,36 @@ int vec_set_search(const struct vec_set *s, const float *query, size_t k, vec_ke
     qhat = sqrt(qhat);
     qnorm = sqrt(qnorm);
 
-    for (size_t b = 0; b < s->n; b += SCAN_BLOCK) {
-        size_t n = MIN((size_t)SCAN_BLOCK, s->n - b);
+    for (size_t b = 0, skip_probe = 0; b < s->n; b += SCAN_BLOCK) {
+        size_t n = MIN((size_t)SCAN_BLOCK, s->n - b), kept = 0;
 
-        scan_impl(qq, bias, s->q + b * s->dim, n, s->dim, dots);
-        for (size_t j = 0; j < n; j++) {
-            struct cand c = {
-                .score = (double)dots[j] * s->scales[b + j] * qscale,
-                .id = s->ids[b + j],
-                .pos = b + j,
-            };
-            /* Most vectors lose to the heap's worst: test that before the filter. */
-            if (n_cand == cap && !cand_worse(&cand[0], &c))
-                continue;
-            if (keep && !keep(userdata, c.id, c.pos))
-                continue;
-            cand_push(cand, &n_cand, cap, &c);
+        if (keep && skip_probe == 0) {
+            /*
+             * Filter first, and scan only the runs of kept vectors (a path filter keeps whole
+             * files, which are runs): a selective filter then reads a fraction of the set.
+             */
+            for (size_t j = 0; j < n;) {
+                size_t e = j;
+                while (e < n && keep(userdata, s->ids[b + e], b + e))
+                    e++;
+                if (e > j) {
+                    scan_impl(qq, bias, s->q + (b + j) * s->dim, e - j, s->dim, dots + j);
+                    for (size_t i = j; i < e; i++)
+                        scan_consider(s, cand, &n_cand, cap, b + i, dots[i], qscale, NULL, NULL);
+                    kept += e - j;
+                }
+                j = e + 1; /* e is filtered out (or the end) */
+            }
+            /* Keeping nearly all: asking only the competitive ones is cheaper for a while. */
+            if (kept * 8 >= n * 7)
+                skip_probe = 8;
+            continue;
         }
+        if (skip_probe > 0)
+            skip_probe--;
+        scan_impl(qq, bias, s->q + b * s->dim, n, s->dim, dots);
+        for (size_t j = 0; j < n; j++)
+            scan_consider(s, cand, &n_cand, cap, b + j, dots[j], qscale, keep, userdata);
     }
     free(qq);
     if (n_cand > 1)

@@ -549,6 +549,40 @@ static unsigned online_cpus(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
+/*
+ * Run one small batch on every thread at load time.  OpenBLAS allocates its GEMM buffers on a
+ * thread's first large GEMM and, when that malloc fails, retries forever instead of returning
+ * (observed with 0.3.21 under an RLIMIT_AS cap); doing it here, while loading, means later
+ * allocation failures are all ours and come back as -ENOMEM.
+ */
+static int warm_up(struct cpu_ctx *c)
+{
+    uint32_t len = (uint32_t)MIN((size_t)MIN(c->cfg.max_seq_length, 128u), c->max_tokens);
+    uint32_t *ids, *lens;
+    size_t n = c->n_workers, tokens = n * len;
+    float *out;
+    int r = -ENOMEM;
+
+    if (tokens > c->max_tokens) {
+        n = MAX(c->max_tokens / len, (size_t)1);
+        tokens = n * len;
+    }
+    ids = calloc(tokens, sizeof(*ids)); /* id 0 ([PAD] in BERT vocabularies) is always valid */
+    lens = array_alloc(n, sizeof(*lens));
+    out = array_alloc(n, c->cfg.hidden * sizeof(float));
+    if (ids && lens && out) {
+        struct embed_batch b = {.ids = ids, .lengths = lens, .n_seqs = n, .n_tokens = tokens};
+
+        for (size_t i = 0; i < n; i++)
+            lens[i] = len;
+        r = cpu_encode_batch(c, &b, out);
+    }
+    free(ids);
+    free(lens);
+    free(out);
+    return r;
+}
+
 static int cpu_init(const struct model *model, const struct embed_backend_options *opts,
                     void **ret_ctx)
 {
@@ -612,6 +646,9 @@ static int cpu_init(const struct model *model, const struct embed_backend_option
             c->workers[i].started = true;
         }
     }
+    r = warm_up(c);
+    if (r < 0)
+        goto out_free;
     log_debug("embed/cpu: kernels %s, openblas %s (%s), %u %s thread(s), max %zu tokens/batch",
               c->k->name, openblas_get_corename(), openblas_get_config(), n_threads,
               c->threading == CPU_THREADING_BLAS ? "BLAS" : "split", c->max_tokens);

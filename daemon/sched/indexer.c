@@ -723,8 +723,12 @@ static int flush_embedded(struct run *run)
         pending_release(&run->pend[k]);
         k++;
     }
-    memmove(run->pend, run->pend + k, (run->n_pend - k) * sizeof(*run->pend));
-    run->n_pend -= k;
+    /* Nothing written (also when no file is pending and pend is still NULL): memmove with a
+     * NULL pointer is undefined even for 0 bytes, and UBSan stops the daemon on it. */
+    if (k > 0) {
+        memmove(run->pend, run->pend + k, (run->n_pend - k) * sizeof(*run->pend));
+        run->n_pend -= k;
+    }
     return r;
 }
 

@@ -838,10 +838,11 @@ struct search_op {
 
 static void search_op_free(struct search_op *op)
 {
-    if (op->hits && op->r > 0) {
+    /* search_run() hands back an array even for zero hits: free it whenever it is set. */
+    if (op->hits) {
         for (int i = 0; i < op->r; i++)
             free(op->snippets ? op->snippets[i] : NULL);
-        search_hits_free(op->hits, (size_t)op->r);
+        search_hits_free(op->hits, op->r > 0 ? (size_t)op->r : 0);
     }
     free(op->snippets);
     free(op->query);

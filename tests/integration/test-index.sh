@@ -318,7 +318,10 @@ run "daemon answers" 0 ping || exit 1
 
 # ---- 1. index --wait, repos, what is not indexed -------------------------------------------
 section "1. index --wait"
-run "index --wait" 0 index --wait "$repo" && contains "index summary" "$out" "indexed $repo"
+run "index --wait" 0 index --wait "$repo" && contains "index summary" "$out" "indexed $repo" &&
+    contains "progress lines on stderr" "$err" ": done"
+run "index --wait --quiet" 0 index --wait --quiet "$repo" && [[ -z $err ]] ||
+    fail "--quiet printed progress: $err"
 run "index --wait --json again" 0 index --wait --json "$repo" &&
     check "re-index without changes indexes nothing" "
 assert d['state'] == 'done', d
@@ -505,6 +508,9 @@ run "remove not indexed" 1 remove "$tmp/not-indexed" && contains "remove" "$err"
 run "search without query" 2 search --repo "$repo"
 run "search bad -k" 2 search -k 0 x
 run "search bad mode" 2 search --mode fuzzy x
+run "query after --" 0 search --json --mode lexical --repo "$repo" -- -parse_config_file &&
+    check "a query may start with '-' after --" "$py_helpers
+assert paths and paths[0] == 'src/config.py', paths"
 run "cancel bad id" 2 cancel abc
 run "index --help" 0 index --help && contains "index --help" "$out" "--wait"
 run "embed --json" 0 embed --json "open a file" "close the socket" && check "embed vectors" "

@@ -429,6 +429,12 @@ static void run_job(struct engine *e, struct job *j)
     env.actions = &e->actions;
     scan_options_init(&env.scan);
     chunk_options_init(&env.chunk);
+    {
+        /* Experiment knob: pieces below this many tokens merge with a neighbour (chunk.h). */
+        const char *v = getenv("COARCH_CHUNK_MIN_TOKENS");
+        if (v && *v)
+            env.chunk.min_tokens = strtoul(v, NULL, 10);
+    }
     env.checkpoint_every = e->pcfg.checkpoint_frequency;
     env.committed = on_committed;
     env.userdata = e;
@@ -1034,6 +1040,17 @@ static int method_search(struct rpc_request *req, const msgpack_object *params, 
         search_op_free(op);
         return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
                                        "\"path\" and \"lang\" must be strings");
+    }
+    /* Fusion knobs for tuning and experiments (PROTOCOL.md: optional, positive numbers). */
+    static const char *const knobs[] = {"rrf_k", "semantic_weight", "lexical_weight"};
+    double *knob_dst[] = {&op->sr.rrf_k, &op->sr.semantic_weight, &op->sr.lexical_weight};
+    for (size_t i = 0; i < ELEMENTSOF(knobs); i++) {
+        r = proto_get_double(params, knobs[i], knob_dst[i]);
+        if (r == -EINVAL || (r == 0 && !(*knob_dst[i] > 0 && *knob_dst[i] < 1e6))) {
+            search_op_free(op);
+            return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                           "\"%s\" must be a positive number", knobs[i]);
+        }
     }
     op->sr.query = op->query;
     op->sr.path_glob = op->path_glob;

@@ -24,6 +24,10 @@
 
 #define LEXICAL_MAX_TERM 64
 
+/* Terms of a chunk's symbol are also indexed as a field of their own, with this prefix (a byte
+ * that never occurs inside a term). */
+#define LEXICAL_SYMBOL_PREFIX "@"
+
 /* Called once per term occurrence; `term` is NUL-terminated and valid during the call. Return
  * < 0 to stop; lexical_terms() then returns that value. */
 typedef int (*lexical_term_fn)(void *userdata, const char *term, size_t len);

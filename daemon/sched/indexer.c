@@ -326,31 +326,62 @@ static int checkpoint(struct run *run, uint32_t state, int error)
     return 0;
 }
 
+static int cmp_store_term(const void *a, const void *b)
+{
+    return strcmp(((const struct store_term *)a)->term, ((const struct store_term *)b)->term);
+}
+
+/*
+ * The lexical document of a chunk: the terms of its text (path header, symbol line and code),
+ * plus its symbol's terms again as a separate field, spelled LEXICAL_SYMBOL_PREFIX + term.  A
+ * query term is also looked up in that field (search.c), where it is rare and so weighs more:
+ * a word naming the function is stronger evidence than the same word in its body (BM25F in
+ * its simplest form).
+ */
 static int write_postings(struct store_txn *t, uint64_t id, const struct chunk *c)
 {
-    struct lexical_tf *tfs = NULL;
+    struct lexical_tf *tfs = NULL, *sym = NULL;
     struct store_term *terms = NULL;
-    size_t n = 0;
-    uint32_t total;
+    char **sym_terms = NULL;
+    size_t n = 0, n_sym = 0, k = 0;
+    uint32_t total, sym_total = 0;
     int r;
 
     r = lexical_count_terms(c->text, c->text_len, &tfs, &n, &total);
     if (r < 0)
         return r;
-    if (n == 0) {
-        lexical_tf_free(tfs, n);
-        return 0;
+    if (c->symbol && c->symbol[0]) {
+        r = lexical_count_terms(c->symbol, strlen(c->symbol), &sym, &n_sym, &sym_total);
+        if (r < 0)
+            goto out;
     }
-    terms = array_alloc(n, sizeof(*terms));
-    if (!terms) {
-        lexical_tf_free(tfs, n);
-        return -ENOMEM;
+    if (n + n_sym == 0)
+        goto out;
+    terms = array_alloc(n + n_sym, sizeof(*terms));
+    sym_terms = calloc(n_sym ? n_sym : 1, sizeof(*sym_terms));
+    if (!terms || !sym_terms) {
+        r = -ENOMEM;
+        goto out;
     }
     for (size_t i = 0; i < n; i++)
-        terms[i] = (struct store_term){.term = tfs[i].term, .tf = tfs[i].tf};
-    r = store_postings_add(t, id, total, terms, n);
+        terms[k++] = (struct store_term){.term = tfs[i].term, .tf = tfs[i].tf};
+    for (size_t i = 0; i < n_sym; i++) {
+        if (asprintf(&sym_terms[i], "%s%s", LEXICAL_SYMBOL_PREFIX, sym[i].term) < 0) {
+            sym_terms[i] = NULL;
+            r = -ENOMEM;
+            goto out;
+        }
+        terms[k++] = (struct store_term){.term = sym_terms[i], .tf = sym[i].tf};
+    }
+    qsort(terms, k, sizeof(*terms), cmp_store_term);
+    r = store_postings_add(t, id, total, terms, k);
+out:
+    for (size_t i = 0; sym_terms && i < n_sym; i++)
+        free(sym_terms[i]);
+    free(sym_terms);
     free(terms);
     lexical_tf_free(tfs, n);
+    lexical_tf_free(sym, n_sym);
     return r;
 }
 

@@ -11,6 +11,7 @@
 #include "vector.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- the per-repository cache ----------------------------------------------------------- */
@@ -881,6 +882,12 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
     depth = MAX(req->k, (size_t)(req->mode == SEARCH_MODE_HYBRID ? SEARCH_FUSE_DEPTH : 0));
 
     r = lexical_terms(req->query, strlen(req->query), add_qterm, &q);
+    /* Each query term is also looked up in the symbol field (indexer.c, write_postings). */
+    for (size_t i = 0, n = q.n; r >= 0 && i < n; i++) {
+        char field[LEXICAL_MAX_TERM + sizeof(LEXICAL_SYMBOL_PREFIX)];
+        int len = snprintf(field, sizeof(field), "%s%s", LEXICAL_SYMBOL_PREFIX, q.terms[i]);
+        r = add_qterm(&q, field, (size_t)len);
+    }
     if (r < 0)
         goto out;
     r = store_read_begin(store, &t);
@@ -924,7 +931,11 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
     case SEARCH_MODE_HYBRID: {
         const struct ranked *lists[] = {sem.items, lex.items};
         size_t lens[] = {sem.n, lex.n};
-        r = rrf_fuse(lists, lens, NULL, 2, 60.0, req->k, &fused);
+        double w[2] = {
+            req->semantic_weight > 0 ? req->semantic_weight : SEARCH_DEFAULT_SEMANTIC_WEIGHT,
+            req->lexical_weight > 0 ? req->lexical_weight : SEARCH_DEFAULT_LEXICAL_WEIGHT};
+        r = rrf_fuse(lists, lens, w, 2, req->rrf_k > 0 ? req->rrf_k : SEARCH_DEFAULT_RRF_K, req->k,
+                     &fused);
         if (r < 0)
             goto out;
         n_fused = (size_t)r;

@@ -85,6 +85,7 @@ struct engine {
     /* jobs: queue and current guarded by lock; jobs are owned by the loop thread otherwise */
     pthread_mutex_t lock;
     pthread_cond_t cond;
+    pthread_mutex_t index_lock; /* serialises `index` registrations (index_work) */
     struct job *queue_head, *queue_tail;
     struct job *current;
     bool stopping;
@@ -347,21 +348,27 @@ static void on_job_done(void *userdata)
     remember_job(e, j);
 }
 
-/* Worker thread: mark an interrupted job queued again so the next start resumes it. */
-static void requeue_row(struct engine *e, struct job *j)
+/*
+ * Set the state (and error) of job `id`'s row in a transaction of its own.  Best effort: a job
+ * whose row cannot be updated is re-run or reported again at the next start.  Any thread that
+ * holds no read transaction.
+ */
+static void set_job_row_state(struct engine *e, uint64_t id, uint32_t state, int error)
 {
     struct store_txn *t;
     struct store_job row;
 
     if (store_write_begin(e->store, &t) < 0)
         return;
-    if (store_job_get(t, j->id, &row) == 0) {
+    if (store_job_get(t, id, &row) == 0) {
         struct store_job nr = row;
-        nr.state = JOB_STATE_QUEUED;
-        nr.error = 0;
+        nr.state = state;
+        nr.error = error;
         nr.updated_ns = realtime_ns();
         if (store_job_put(t, &nr) == 0) {
-            store_write_commit(t);
+            if (store_write_commit(t) < 0)
+                log_warning("job %" PRIu64 ": cannot record state %s: %s", id,
+                            job_state_to_string(state), store_last_error());
             return;
         }
     }
@@ -397,21 +404,7 @@ static void run_job(struct engine *e, struct job *j)
     if (r < 0) {
         dp->r = r;
         snprintf(dp->res.message, sizeof(dp->res.message), "%s", e->emb_error);
-        /* Record the failure in the job row. */
-        struct store_txn *t;
-        if (store_write_begin(e->store, &t) >= 0) {
-            struct store_job row;
-            if (store_job_get(t, j->id, &row) == 0) {
-                struct store_job nr = row;
-                nr.state = JOB_STATE_FAILED;
-                nr.error = r;
-                nr.updated_ns = realtime_ns();
-                if (store_job_put(t, &nr) == 0 && store_write_commit(t) == 0)
-                    t = NULL;
-            }
-            if (t)
-                store_write_abort(t);
-        }
+        set_job_row_state(e, j->id, JOB_STATE_FAILED, r);
         if (event_post(e->el, on_job_done, dp) < 0)
             free(dp);
         return;
@@ -449,7 +442,7 @@ static void run_job(struct engine *e, struct job *j)
     log_info("job %" PRIu64 ": indexing %s%s", j->id, j->root, j->resumed ? " (resumed)" : "");
     dp->r = indexer_run(&env, &ij, &dp->res);
     if (dp->r == -ECANCELED && atomic_load(&j->interrupted))
-        requeue_row(e, j); /* interrupted by the daemon's stop, not by a user */
+        set_job_row_state(e, j->id, JOB_STATE_QUEUED, 0); /* the daemon stopped, not a user */
     if (event_post(e->el, on_job_done, dp) < 0) {
         indexer_result_release(&dp->res);
         free(dp);
@@ -543,7 +536,7 @@ static struct job *find_job(struct engine *e, uint64_t id)
     return found;
 }
 
-/* Create the job row and the in-memory job.  Loop thread (a short write transaction). */
+/* Create the job row and the in-memory job.  On the pool (index_work): it takes the write lock. */
 static int create_job(struct engine *e, const char *root, uint32_t repo, struct job **ret)
 {
     struct job *j = calloc(1, sizeof(*j));
@@ -626,57 +619,124 @@ static int resolve_repo_path(const char *path, char **ret, char *msg, size_t msg
     return 0;
 }
 
+/*
+ * `index` registers the repository and its job on the libuv pool: the store's write lock may be
+ * held by the job worker for a whole checkpoint interval, and the loop must not wait for it.
+ * Registrations are serialised by index_lock so two requests for one repository get one job.
+ */
+struct index_op {
+    struct engine *e;
+    struct rpc_request *req;
+    char *root;
+    bool wait;
+    struct job *job;
+    bool created;
+    int r;
+    char message[PATH_MAX + 128];
+};
+
+static void index_work(void *userdata)
+{
+    struct index_op *op = userdata;
+    struct engine *e = op->e;
+    struct store_txn *t = NULL;
+    uint32_t repo;
+    int r;
+
+    pthread_mutex_lock(&e->index_lock);
+    r = store_write_begin(e->store, &t);
+    if (r >= 0)
+        r = store_repo_get_or_create(t, op->root, &repo);
+    if (r >= 0)
+        r = store_write_commit(t);
+    else
+        store_write_abort(t);
+    if (r < 0) {
+        snprintf(op->message, sizeof(op->message), "cannot register %s: %s", op->root,
+                 store_last_error());
+        goto out;
+    }
+    op->job = active_job_of(e, repo);
+    if (!op->job) {
+        r = create_job(e, op->root, repo, &op->job);
+        if (r < 0) {
+            snprintf(op->message, sizeof(op->message), "cannot create a job: %s",
+                     store_last_error());
+            goto out;
+        }
+        op->created = true;
+        enqueue(e, op->job);
+    }
+out:
+    op->r = r;
+    pthread_mutex_unlock(&e->index_lock);
+}
+
+static void index_done(int status, void *userdata)
+{
+    struct index_op *op = userdata;
+    struct job *j = op->job;
+    void *args[2] = {j, op->e};
+
+    if (status < 0 || op->r < 0) {
+        rpc_request_reply_errno(op->req, status < 0 ? status : op->r, "%s",
+                                op->message[0] ? op->message : "index did not run");
+    } else {
+        if (op->created)
+            notify_progress(op->e, j, true);
+        bool ended = j->state == JOB_STATE_DONE || j->state == JOB_STATE_FAILED ||
+                     j->state == JOB_STATE_CANCELLED;
+        if (op->wait && !ended) {
+            struct rpc_request **w = array_realloc(j->waiters, j->n_waiters + 1, sizeof(*w));
+            if (!w) {
+                rpc_request_reply_errno(op->req, -ENOMEM, "out of memory");
+            } else {
+                j->waiters = w;
+                j->waiters[j->n_waiters++] = op->req;
+            }
+        } else {
+            rpc_request_reply_ok(op->req, pack_job_result, args);
+        }
+    }
+    free(op->root);
+    free(op);
+}
+
 static int method_index(struct rpc_request *req, const msgpack_object *params, void *userdata)
 {
     struct engine *e = userdata;
-    _cleanup_free_ char *path = NULL, *root = NULL;
-    struct store_txn *t = NULL;
-    struct job *j;
-    uint32_t repo;
-    bool wait = false;
-    char msg[PATH_MAX + 64];
+    _cleanup_free_ char *path = NULL;
+    struct index_op *op;
     int r;
 
     r = proto_get_strdup(params, "path", &path);
     if (r < 0)
         return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
                                        "\"path\" is required: the directory to index");
-    r = proto_get_bool(params, "wait", &wait);
-    if (r == -EINVAL)
+    op = calloc(1, sizeof(*op));
+    if (!op)
+        return -ENOMEM;
+    op->e = e;
+    op->req = req;
+    r = proto_get_bool(params, "wait", &op->wait);
+    if (r == -EINVAL) {
+        free(op);
         return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
                                        "\"wait\" must be a boolean");
-    r = resolve_repo_path(path, &root, msg, sizeof(msg));
-    if (r < 0)
-        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_INPUT, "%s", msg);
-
-    r = store_write_begin(e->store, &t);
-    if (r >= 0)
-        r = store_repo_get_or_create(t, root, &repo);
-    if (r >= 0)
-        r = store_write_commit(t);
-    else
-        store_write_abort(t);
-    if (r < 0)
-        return rpc_request_reply_errno(req, r, "cannot register %s: %s", root, store_last_error());
-
-    j = active_job_of(e, repo);
-    if (!j) {
-        r = create_job(e, root, repo, &j);
-        if (r < 0)
-            return rpc_request_reply_errno(req, r, "cannot create a job: %s", store_last_error());
-        enqueue(e, j);
-        notify_progress(e, j, true);
     }
-    if (wait) {
-        struct rpc_request **w = array_realloc(j->waiters, j->n_waiters + 1, sizeof(*w));
-        if (!w)
-            return rpc_request_reply_errno(req, -ENOMEM, "out of memory");
-        j->waiters = w;
-        j->waiters[j->n_waiters++] = req;
+    r = resolve_repo_path(path, &op->root, op->message, sizeof(op->message));
+    if (r < 0) {
+        rpc_request_reply_error(req, PROTO_ERROR_INVALID_INPUT, "%s", op->message);
+        free(op);
         return 0;
     }
-    void *args[2] = {j, e};
-    return rpc_request_reply_ok(req, pack_job_result, args);
+    r = event_work_queue(e->el, index_work, index_done, op);
+    if (r < 0) {
+        free(op->root);
+        free(op);
+        return r;
+    }
+    return 0;
 }
 
 struct jobs_list {
@@ -774,6 +834,18 @@ static int method_jobs(struct rpc_request *req, const msgpack_object *params, vo
     return 0;
 }
 
+static void cancel_row_work(void *userdata)
+{
+    struct done_post *dp = userdata;
+
+    set_job_row_state(dp->e, dp->j->id, JOB_STATE_CANCELLED, -ECANCELED);
+}
+
+static void cancel_row_done(int status, void *userdata)
+{
+    on_job_done(userdata);
+}
+
 static int method_job_cancel(struct rpc_request *req, const msgpack_object *params, void *userdata)
 {
     struct engine *e = userdata;
@@ -805,23 +877,14 @@ static int method_job_cancel(struct rpc_request *req, const msgpack_object *para
     pthread_mutex_unlock(&e->lock);
     if (was_queued) {
         struct done_post *dp = calloc(1, sizeof(*dp));
-        struct store_txn *t;
-        if (store_write_begin(e->store, &t) >= 0) {
-            struct store_job row;
-            if (store_job_get(t, j->id, &row) == 0) {
-                struct store_job nr = row;
-                nr.state = JOB_STATE_CANCELLED;
-                nr.updated_ns = realtime_ns();
-                store_job_put(t, &nr);
-            }
-            store_write_commit(t);
-        }
         if (dp) {
             dp->e = e;
             dp->j = j;
             dp->r = -ECANCELED;
             snprintf(dp->res.message, sizeof(dp->res.message), "cancelled before it started");
-            on_job_done(dp);
+            /* The row update waits for the store's write lock: not on the loop thread. */
+            if (event_work_queue(e->el, cancel_row_work, cancel_row_done, dp) < 0)
+                on_job_done(dp);
         }
     }
     return rpc_request_reply_bool(req, true);
@@ -1522,6 +1585,7 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
     pthread_mutex_init(&e->emb_lock, NULL);
     pthread_mutex_init(&e->gov_lock, NULL);
     pthread_mutex_init(&e->lock, NULL);
+    pthread_mutex_init(&e->index_lock, NULL);
     pthread_cond_init(&e->cond, NULL);
     tokens_init(&e->count_tokens, false);
 
@@ -1652,6 +1716,7 @@ struct engine *engine_free(struct engine *e)
     pthread_mutex_destroy(&e->emb_lock);
     pthread_mutex_destroy(&e->gov_lock);
     pthread_mutex_destroy(&e->lock);
+    pthread_mutex_destroy(&e->index_lock);
     pthread_cond_destroy(&e->cond);
     free(e);
     return NULL;

@@ -242,6 +242,15 @@ int tdaemon_spawn(struct tdaemon *d, const struct tspawn_opts *o)
                 dup2(o->listen_fd, 3);
             fmt_pid(listen_pid + strlen("LISTEN_PID="), getpid());
         }
+        if (o->cgroup_procs) {
+            char self[16];
+            int cg_fd = open(o->cgroup_procs, O_WRONLY | O_CLOEXEC);
+
+            fmt_pid(self, getpid());
+            if (cg_fd < 0 || write(cg_fd, self, strlen(self)) != (ssize_t)strlen(self))
+                _exit(126);
+            close(cg_fd);
+        }
         execve(coarchd, argv, env);
         _exit(127);
     }

@@ -35,6 +35,10 @@ struct tspawn_opts {
     const char *const *args; /* extra arguments */
     int listen_fd;           /* >= 0: passed as fd 3 with LISTEN_FDS=1, LISTEN_PID=<child> */
     bool no_paths;           /* do not set COARCH_SOCKET / COARCH_DATA_DIR */
+    /* When set, a cgroup's cgroup.procs: the child writes its own pid there before exec, so
+     * coarchd runs (and allocates everything) inside that cgroup; a failed write makes the
+     * child exit 126. */
+    const char *cgroup_procs;
 };
 
 /* The path of coarchd, or NULL (the test should skip) when $COARCHD is unset or missing. */

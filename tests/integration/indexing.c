@@ -66,34 +66,34 @@ const char *tiny_model_make(void)
 /* ---- the corpus ------------------------------------------------------------------------- */
 
 static const char *const nouns[] = {
-    "buffer",  "cache",   "index",   "node",     "tree",    "list",    "queue",    "stream",
-    "socket",  "file",    "path",    "token",    "chunk",   "vector",  "matrix",   "parser",
-    "lexer",   "config",  "option",  "session",  "user",    "request", "response", "header",
-    "payload", "record",  "entry",   "table",    "column",  "row",     "key",      "value",
-    "hash",    "map",     "set",     "count",    "size",    "length",  "offset",   "limit",
-    "timeout", "retry",   "error",   "status",   "state",   "event",   "handler",  "callback",
-    "worker",  "thread",  "lock",    "signal",   "timer",   "clock",   "budget",   "batch",
-    "job",     "task",    "pool",    "arena",    "block",   "page",    "frame",    "packet",
-    "message", "channel", "client",  "server",   "store",   "schema",  "model",    "layer",
-    "weight",  "tensor",  "score",   "rank",     "query",   "result",  "filter",   "match",
-    "pattern", "range",   "window",  "cursor",   "snapshot", "journal", "trace",   "metric",
-    "counter", "sample",  "level",   "pressure", "memory",  "region",  "segment",  "bitmap",
-    "flag",    "mask",    "mode",    "kind",     "name",    "label",   "version",  "digest",
-    "account", "invoice", "order",   "product",  "cart",    "price",   "tax",      "address",
-    "image",   "pixel",   "color",   "font",     "glyph",   "layout",  "widget",   "button",
+    "buffer",  "cache",   "index",  "node",     "tree",     "list",    "queue",    "stream",
+    "socket",  "file",    "path",   "token",    "chunk",    "vector",  "matrix",   "parser",
+    "lexer",   "config",  "option", "session",  "user",     "request", "response", "header",
+    "payload", "record",  "entry",  "table",    "column",   "row",     "key",      "value",
+    "hash",    "map",     "set",    "count",    "size",     "length",  "offset",   "limit",
+    "timeout", "retry",   "error",  "status",   "state",    "event",   "handler",  "callback",
+    "worker",  "thread",  "lock",   "signal",   "timer",    "clock",   "budget",   "batch",
+    "job",     "task",    "pool",   "arena",    "block",    "page",    "frame",    "packet",
+    "message", "channel", "client", "server",   "store",    "schema",  "model",    "layer",
+    "weight",  "tensor",  "score",  "rank",     "query",    "result",  "filter",   "match",
+    "pattern", "range",   "window", "cursor",   "snapshot", "journal", "trace",    "metric",
+    "counter", "sample",  "level",  "pressure", "memory",   "region",  "segment",  "bitmap",
+    "flag",    "mask",    "mode",   "kind",     "name",     "label",   "version",  "digest",
+    "account", "invoice", "order",  "product",  "cart",     "price",   "tax",      "address",
+    "image",   "pixel",   "color",  "font",     "glyph",    "layout",  "widget",   "button",
 };
 static const char *const verbs[] = {
-    "read",     "write",    "open",    "close",   "parse",    "format",  "update",   "insert",
-    "remove",   "find",     "lookup",  "merge",   "split",    "flush",   "sync",     "load",
-    "save",     "init",     "release", "reset",   "grow",     "shrink",  "compute",  "apply",
-    "check",    "validate", "resolve", "emit",    "collect",  "scan",    "walk",     "visit",
+    "read",     "write",    "open",    "close",   "parse",    "format",   "update",   "insert",
+    "remove",   "find",     "lookup",  "merge",   "split",    "flush",    "sync",     "load",
+    "save",     "init",     "release", "reset",   "grow",     "shrink",   "compute",  "apply",
+    "check",    "validate", "resolve", "emit",    "collect",  "scan",     "walk",     "visit",
     "sort",     "pack",     "unpack",  "encode",  "decode",   "compress", "schedule", "dispatch",
-    "register", "render",   "measure", "convert", "estimate", "refresh", "evict",    "attach",
+    "register", "render",   "measure", "convert", "estimate", "refresh",  "evict",    "attach",
 };
 static const char *const adjectives[] = {
-    "pending", "stale",   "dirty",   "shared",  "cached",  "partial", "empty",    "full",
-    "sorted",  "unique",  "visible", "hidden",  "remote",  "local",   "active",   "expired",
-    "current", "next",    "previous", "largest", "smallest", "first",  "last",     "default",
+    "pending", "stale",  "dirty",    "shared",  "cached",   "partial", "empty",  "full",
+    "sorted",  "unique", "visible",  "hidden",  "remote",   "local",   "active", "expired",
+    "current", "next",   "previous", "largest", "smallest", "first",   "last",   "default",
 };
 static const char *const phrases[] = {
     "so that the caller never sees a half-written state",
@@ -168,8 +168,8 @@ static void c_statement(struct gen *g, const char *obj, const char *arr, const c
             n);
         break;
     case 5:
-        out(g, "    memcpy(%s->%s_%s, %s, %s * sizeof(*%s));\n", obj, PICK(g, adjectives), f1, arr, n,
-            arr);
+        out(g, "    memcpy(%s->%s_%s, %s, %s * sizeof(*%s));\n", obj, PICK(g, adjectives), f1, arr,
+            n, arr);
         break;
     case 6:
         out(g, "    for (size_t i = 0; i < %s; i++) {\n", n);
@@ -275,15 +275,18 @@ static void write_one(struct gen *g, const char *path, bool python, unsigned n_f
     ASSERT_TRUE(g->f != NULL);
     snprintf(module, sizeof(module), "%s_%s", PICK(g, nouns), PICK(g, nouns));
     if (python) {
-        out(g, "\"\"\"%s: %s %s helpers.\"\"\"\n\nimport logging\n\nlog = logging.getLogger(__name__)\n\n\n",
+        out(g,
+            "\"\"\"%s: %s %s helpers.\"\"\"\n\nimport logging\n\nlog = "
+            "logging.getLogger(__name__)\n\n\n",
             module, PICK(g, adjectives), PICK(g, nouns));
         out(g, "class %c%s%c%s:\n    \"\"\"Keeps the %s %s %s.\"\"\"\n\n", module[0] - 32,
             module + 1, 'M', "anager", PICK(g, adjectives), PICK(g, nouns), PICK(g, phrases));
         for (unsigned i = 0; i < n_functions; i++)
             py_function(g);
     } else {
-        out(g, "/* %s.c - %s %s helpers. */\n#include <errno.h>\n#include <stdint.h>\n"
-               "#include <string.h>\n\n#include \"%s.h\"\n\n",
+        out(g,
+            "/* %s.c - %s %s helpers. */\n#include <errno.h>\n#include <stdint.h>\n"
+            "#include <string.h>\n\n#include \"%s.h\"\n\n",
             module, PICK(g, adjectives), PICK(g, nouns), module);
         for (unsigned i = 0; i < n_functions; i++)
             c_function(g, module);

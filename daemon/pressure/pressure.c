@@ -337,12 +337,22 @@ static uint64_t cgroup_v1_limit(const struct cgroup_loc *loc)
     return limit;
 }
 
-/* Charged bytes and inactive file cache; -ENOENT when the cgroup has no usage file. */
-static int cgroup_usage(const struct cgroup_loc *loc, uint64_t *ret_usage, uint64_t *ret_inactive)
+/*
+ * Charged bytes and the clean file cache among them: file LRU pages (active and inactive) less
+ * the dirty and under-writeback ones, which cannot be dropped without I/O.  -ENOENT when the
+ * cgroup has no usage file.
+ */
+static int cgroup_usage(const struct cgroup_loc *loc, uint64_t *ret_usage,
+                        uint64_t *ret_reclaimable)
 {
     bool v2 = loc->version == PRESSURE_CGROUP_V2;
-    char path[PATH_MAX];
-    uint64_t usage, inactive = 0;
+    /* v1's total_ variants include child cgroups, matching usage_in_bytes' hierarchical sum. */
+    static const char *const keys[2][4] = {
+        {"total_active_file", "total_inactive_file", "total_dirty", "total_writeback"},
+        {"active_file", "inactive_file", "file_dirty", "file_writeback"},
+    };
+    char path[PATH_MAX], stat[8192];
+    uint64_t usage, v[4] = {0}, file, busy;
     int r;
 
     r = path_fmt(path, sizeof(path), "%s/%s", loc->dir,
@@ -352,12 +362,15 @@ static int cgroup_usage(const struct cgroup_loc *loc, uint64_t *ret_usage, uint6
     r = read_u64_file(path, &usage);
     if (r < 0)
         return r;
-    /* v1's total_ variant includes child cgroups, matching usage_in_bytes' hierarchical sum. */
     if (path_fmt(path, sizeof(path), "%s/memory.stat", loc->dir) == 0 &&
-        read_key_file(path, v2 ? "inactive_file" : "total_inactive_file", &inactive) < 0)
-        inactive = 0;
+        read_small_file(path, stat, sizeof(stat)) >= 0)
+        for (size_t i = 0; i < ELEMENTSOF(v); i++)
+            if (find_key_u64(stat, keys[v2][i], &v[i]) < 0)
+                v[i] = 0;
+    file = v[0] + v[1];
+    busy = v[2] + v[3];
     *ret_usage = usage;
-    *ret_inactive = MIN(inactive, usage);
+    *ret_reclaimable = MIN(file > busy ? file - busy : 0, usage);
     return 0;
 }
 
@@ -491,8 +504,8 @@ int pressure_source_sample(struct pressure_source *src, struct pressure_reading 
     else if (loc.version == PRESSURE_CGROUP_V1)
         cg_limit = cgroup_v1_limit(&loc);
     if (loc.version != PRESSURE_CGROUP_NONE &&
-        cgroup_usage(&loc, &rd.cgroup_usage, &rd.cgroup_inactive_file) < 0) {
-        rd.cgroup_usage = rd.cgroup_inactive_file = 0;
+        cgroup_usage(&loc, &rd.cgroup_usage, &rd.cgroup_reclaimable) < 0) {
+        rd.cgroup_usage = rd.cgroup_reclaimable = 0;
         cg_limit = UINT64_MAX; /* a limit without a usage to compare is no use */
     }
     rd.cgroup_limit = cg_limit < rd.physical ? cg_limit : 0;
@@ -509,7 +522,7 @@ int pressure_source_sample(struct pressure_source *src, struct pressure_reading 
         rd.limit_source = PRESSURE_LIMIT_CONFIG;
     }
     rd.usage_from_cgroup = rd.cgroup_limit > 0;
-    rd.usage = rd.usage_from_cgroup ? rd.cgroup_usage - rd.cgroup_inactive_file : rd.rss;
+    rd.usage = rd.usage_from_cgroup ? rd.cgroup_usage - rd.cgroup_reclaimable : rd.rss;
 
     if (psi_path(src, &loc, path, sizeof(path)) == 0 &&
         read_small_file(path, text, sizeof(text)) >= 0)

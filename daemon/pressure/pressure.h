@@ -18,14 +18,18 @@
  *   When <path> does not exist under the mount (a container that bind-mounts its own cgroup at
  *   the mount point without a cgroup namespace), the mount point itself is used.
  * Usage: when a cgroup limit applies (it exists and is below physical RAM), the cgroup's
- *   charged memory (v2 memory.current, v1 memory.usage_in_bytes) minus its inactive file cache
- *   (v2 memory.stat inactive_file, v1 total_inactive_file), else the process RSS from
- *   /proc/self/statm.  The cgroup number is what the OOM killer acts on, so it is the one to
- *   compare with a cgroup limit; it may include other processes of the cgroup, which errs on the
- *   safe side.  Inactive file pages (source files we read while scanning) are charged but
- *   reclaimed by the kernel before it OOM-kills anything; counting them would report CRITICAL
- *   after reading a large repository when nothing is at risk.  Docker's and the kubelet's
- *   "working set" subtract the same number for the same reason.
+ *   charged memory (v2 memory.current, v1 memory.usage_in_bytes) minus its clean file cache
+ *   (memory.stat: active_file + inactive_file - file_dirty - file_writeback on v2, the total_
+ *   variants on v1), else the process RSS from /proc/self/statm.  The cgroup number is what the
+ *   OOM killer acts on, so it is the one to compare with a cgroup limit; it may include other
+ *   processes of the cgroup, which errs on the safe side.  Clean file pages (source files read
+ *   while scanning, LMDB's map, our own executable) are charged but dropped by the kernel's
+ *   reclaim before it OOM-kills anything, and under a limit the page cache always grows to fill
+ *   it: counting them reported CRITICAL for the whole of a job inside a 64 MiB cgroup whose
+ *   anonymous memory never passed 45 MiB, and the job stalled.  Only dirty and under-writeback
+ *   pages, which need I/O first, stay counted.  When reclaiming the cache costs real stalls,
+ *   PSI says so and raises the level.  (Docker's and the kubelet's "working set" subtract only
+ *   the inactive list, which still counts LMDB pages touched twice.)
  * PSI: the cgroup's memory.pressure (v2) when present, else <root>/proc/pressure/memory.  "some"
  *   is the share of wall time in which at least one task stalled on memory.
  * GPU: a pressure_gpu_fn installed by the CUDA backend (cudaMemGetInfo plus its own allocator
@@ -84,15 +88,15 @@ struct pressure_reading {
     uint64_t limit;        /* effective limit, bytes, > 0 */
     uint64_t usage;        /* what the level compares with limit, bytes */
     enum pressure_limit_source limit_source;
-    bool usage_from_cgroup; /* usage = cgroup charge - inactive file, else RSS */
+    bool usage_from_cgroup; /* usage = cgroup charge - clean file cache, else RSS */
     uint64_t physical;      /* MemTotal */
     uint64_t config_limit;  /* 0: none */
     enum pressure_cgroup_version cgroup_version;
-    uint64_t cgroup_limit;         /* 0: none (or not below physical RAM) */
-    uint64_t cgroup_usage;         /* raw charge; 0 without a memory cgroup */
-    uint64_t cgroup_inactive_file; /* subtracted from cgroup_usage */
-    uint64_t rss;                  /* process resident set */
-    uint64_t vms;                  /* process virtual size */
+    uint64_t cgroup_limit;       /* 0: none (or not below physical RAM) */
+    uint64_t cgroup_usage;       /* raw charge; 0 without a memory cgroup */
+    uint64_t cgroup_reclaimable; /* clean file cache, subtracted from cgroup_usage */
+    uint64_t rss;                /* process resident set */
+    uint64_t vms;                /* process virtual size */
     struct pressure_psi psi;
     struct pressure_gpu gpu;
 };

@@ -24,6 +24,9 @@
 #define META_MODEL_KEY "index.model"
 #define FIXED_BATCH 64
 #define PAUSE_POLL_NS 100000000L /* 100 ms */
+/* How long a CRITICAL pause may last before the job goes on in small batches (see
+ * wait_while_paused). */
+#define PAUSE_MAX_NS 10000000000LL /* 10 s */
 
 const char *job_state_to_string(uint32_t state)
 {
@@ -166,6 +169,7 @@ struct run {
     struct store_txn *wtx;
     unsigned batches_since_checkpoint, checkpoint_every;
     bool dirty;            /* wtx holds changes */
+    bool pause_expired;    /* a CRITICAL pause timed out; no new pause until it ends */
     const char *last_path; /* cursor: the last file written (owned by a pending or todo) */
     char cursor[STORE_MAX_FILE_PATH + 1];
 
@@ -763,12 +767,24 @@ static int flush_embedded(struct run *run)
     return r;
 }
 
-/* Wait while the governor has paused feeding (CRITICAL), committing first. */
+/*
+ * Wait while the governor has paused feeding (CRITICAL), committing first.  The pause is bounded:
+ * when the level has not dropped after PAUSE_MAX_NS, what holds the memory is not this job's
+ * work (everything is committed and the heap trimmed; another process in the cgroup, a search
+ * cache) and waiting would stall the job for ever, so it goes on with the batch size the
+ * governor has already cut (halved on entering CRITICAL) and does not pause again until the
+ * level has left CRITICAL.  An allocation that then fails still halves the batch and retries.
+ */
 static int wait_while_paused(struct run *run)
 {
+    int64_t waited = 0;
     int r;
 
-    if (!feed_paused(run))
+    if (!feed_paused(run)) {
+        run->pause_expired = false;
+        return 0;
+    }
+    if (run->pause_expired)
         return 0;
     if (run->dirty) {
         r = checkpoint(run, JOB_STATE_RUNNING, 0);
@@ -779,7 +795,16 @@ static int wait_while_paused(struct run *run)
     log_info("indexer: memory pressure is critical, pausing job %" PRIu64, run->job->id);
     while (feed_paused(run) && !cancelled(run)) {
         struct timespec ts = {0, PAUSE_POLL_NS};
+
+        if (waited >= PAUSE_MAX_NS) {
+            run->pause_expired = true;
+            log_warning("indexer: memory pressure still critical after %lld s with job %" PRIu64
+                        " flushed; going on in small batches",
+                        (long long)(PAUSE_MAX_NS / 1000000000LL), run->job->id);
+            break;
+        }
         nanosleep(&ts, NULL);
+        waited += PAUSE_POLL_NS;
     }
     return 0;
 }

@@ -838,7 +838,8 @@ TEST(cgroup_v2_fake_tree)
     put(root, "sys/fs/cgroup/user.slice/x/memory.max", "1073741824\n");
     put(root, "sys/fs/cgroup/user.slice/x/memory.current", "600000000\n");
     put(root, "sys/fs/cgroup/user.slice/x/memory.stat",
-        "anon 400000000\nfile 200000000\nactive_file 100000000\ninactive_file 100000000\n");
+        "anon 400000000\nfile 200000000\nactive_file 100000000\ninactive_file 100000000\n"
+        "file_dirty 30000000\nfile_writeback 10000000\n");
     put(root, "sys/fs/cgroup/user.slice/x/memory.pressure",
         "some avg10=12.50 avg60=1.00 avg300=0.00 total=777\n"
         "full avg10=2.00 avg60=0.00 avg300=0.00 total=5\n");
@@ -851,8 +852,9 @@ TEST(cgroup_v2_fake_tree)
     ASSERT_EQ(r.limit_source, PRESSURE_LIMIT_CGROUP);
     ASSERT_TRUE(r.usage_from_cgroup);
     ASSERT_EQ(r.cgroup_usage, 600000000);
-    ASSERT_EQ(r.cgroup_inactive_file, 100000000);
-    ASSERT_EQ(r.usage, 500000000);
+    /* Clean file cache (active + inactive - dirty - writeback) is reclaimable. */
+    ASSERT_EQ(r.cgroup_reclaimable, 160000000);
+    ASSERT_EQ(r.usage, 440000000);
     ASSERT_EQ(r.rss, 1000 * (uint64_t)page);
     ASSERT_EQ(r.vms, 50000 * (uint64_t)page);
     /* PSI comes from the cgroup's own file, not the system's. */
@@ -915,6 +917,14 @@ TEST(cgroup_v2_namespace_root)
     r = sample(root, 0);
     ASSERT_EQ(r.limit, 2 * GiB);
     ASSERT_EQ(r.usage, 1000000000);
+
+    /* More dirty than LRU file pages (the counters are read at different instants): nothing is
+     * reclaimable, never a negative one. */
+    put(root, "sys/fs/cgroup/memory.stat",
+        "active_file 4096\ninactive_file 4096\nfile_dirty 65536\nfile_writeback 0\n");
+    r = sample(root, 0);
+    ASSERT_EQ(r.cgroup_reclaimable, 0);
+    ASSERT_EQ(r.usage, 1000000000);
     fake_root_free(root);
 }
 
@@ -936,14 +946,15 @@ TEST(cgroup_v1_fake_tree)
     put(root, "sys/fs/cgroup/memory/foo/memory.stat",
         "cache 60000000\nrss 140000000\ninactive_file 1\n"
         "hierarchical_memory_limit 9223372036854771712\n"
-        "total_cache 60000000\ntotal_inactive_file 50000000\n");
+        "total_cache 60000000\ntotal_inactive_file 50000000\ntotal_active_file 8000000\n"
+        "total_dirty 4000000\ntotal_writeback 1000000\n");
     r = sample(root, 0);
     ASSERT_EQ(r.cgroup_version, PRESSURE_CGROUP_V1);
     ASSERT_EQ(r.limit, 256 * MiB);
     ASSERT_EQ(r.limit_source, PRESSURE_LIMIT_CGROUP);
     ASSERT_EQ(r.cgroup_usage, 200000000);
-    ASSERT_EQ(r.cgroup_inactive_file, 50000000); /* total_, not the local inactive_file */
-    ASSERT_EQ(r.usage, 150000000);
+    ASSERT_EQ(r.cgroup_reclaimable, 53000000); /* total_, not the local inactive_file */
+    ASSERT_EQ(r.usage, 147000000);
     ASSERT_TRUE(r.psi.valid);
     ASSERT_NEAR(r.psi.some_avg10, 3.25, 1e-9);
 

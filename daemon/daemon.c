@@ -55,6 +55,7 @@ struct daemon {
     int listen_fd;
     int lock_fd;
     uint64_t started_ms;
+    uint64_t memory_limit; /* bytes; 0 until the memory governor reports one */
 
     struct event_loop *el;
     struct server *server;
@@ -408,6 +409,11 @@ void daemon_release(struct daemon *d)
     daemon_check_drained(d);
 }
 
+void daemon_set_memory_limit(struct daemon *d, uint64_t bytes)
+{
+    d->memory_limit = bytes;
+}
+
 int daemon_status_add(struct daemon *d, const char *key, rpc_pack_fn pack, void *userdata)
 {
     int r = array_grow((void **)&d->status_parts, &d->cap_status_parts, d->n_status_parts + 1,
@@ -472,7 +478,7 @@ int daemon_pack_status(msgpack_packer *pk, void *daemon)
     TRY(msgpack_pack_map(pk, 2));
     TRY(proto_pack_kv_uint(pk, "rss_bytes", read_rss_bytes()));
     /* 0 = unknown until the memory governor reports its limit (DESIGN section 5). */
-    TRY(proto_pack_kv_uint(pk, "limit_bytes", 0));
+    TRY(proto_pack_kv_uint(pk, "limit_bytes", d->memory_limit));
     TRY(proto_pack_kv_str(pk, "state", daemon_is_stopping(d) ? "stopping" : "running"));
     TRY(proto_pack_str(pk, "config"));
     TRY(pack_config(pk, &d->config));

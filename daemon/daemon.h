@@ -76,6 +76,9 @@ void daemon_release(struct daemon *d);
 
 /* Adds `key` to the `status` result, its value packed by pack (exactly one value). */
 int daemon_status_add(struct daemon *d, const char *key, rpc_pack_fn pack, void *userdata);
+/* The effective memory limit (bytes) `status` reports under memory.limit_bytes; the governor
+ * sets it on every sample.  Loop thread. */
+void daemon_set_memory_limit(struct daemon *d, uint64_t bytes);
 /* Packs the whole `status` map (rpc_pack_fn signature; userdata is the daemon). */
 int daemon_pack_status(msgpack_packer *pk, void *daemon);
 

@@ -1416,6 +1416,7 @@ static void governor_tick(struct event_timer *timer, void *userdata)
 
     if (pressure_source_sample(e->psrc, &rd) < 0)
         return;
+    daemon_set_memory_limit(e->d, rd.limit);
     pthread_mutex_lock(&e->gov_lock);
     actions = governor_feed(e->gov, &rd);
     level = governor_level(e->gov);

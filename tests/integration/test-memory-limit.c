@@ -55,7 +55,7 @@
 
 struct gov_sample {
     char level[16];
-    uint64_t usage, limit, cgroup_limit, batch_size, rss;
+    uint64_t usage, limit, cgroup_limit, batch_size, rss, status_limit;
     bool from_cgroup;
 };
 
@@ -68,6 +68,8 @@ static void governor_sample(struct tclient *c, struct gov_sample *ret)
 
     ASSERT_TRUE(g != NULL);
     memset(ret, 0, sizeof(*ret));
+    /* The daemon's own memory section shows the governor's limit too. */
+    ret->status_limit = map_uint(proto_map_get(&m->result, "memory"), "limit_bytes");
     ret->usage = map_uint(g, "usage_bytes");
     ret->limit = map_uint(g, "limit_bytes");
     ret->cgroup_limit = map_uint(g, "cgroup_limit_bytes");
@@ -196,6 +198,7 @@ TEST(index_25k_chunks_under_a_cgroup_limit)
             /* The governor works with the cgroup's limit and the cgroup's charge. */
             ASSERT_EQ(s.limit, limit);
             ASSERT_EQ(s.cgroup_limit, limit);
+            ASSERT_EQ(s.status_limit, limit);
             ASSERT_TRUE(s.from_cgroup);
         }
         ASSERT_TRUE(jobs_find(c, job.id, &job));

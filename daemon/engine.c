@@ -585,10 +585,20 @@ static int pack_job(msgpack_packer *pk, const struct job *j, struct engine *e)
 {
     int r;
 
-    r = msgpack_pack_map(pk, PROGRESS_FIELDS + 5);
+    r = msgpack_pack_map(pk, PROGRESS_FIELDS + 8);
     r |= pack_progress_fields(pk, j, e);
     r |= proto_pack_kv_uint(pk, "files_unchanged", j->progress.files_unchanged);
     r |= proto_pack_kv_uint(pk, "files_deleted", j->progress.files_deleted);
+    r |= proto_pack_kv_uint(pk, "bytes_done", j->progress.bytes_done);
+    r |= proto_pack_kv_uint(pk, "tokens_done", j->progress.tokens_done);
+    /* Seconds spent per stage by the job's run in this daemon (a resumed job counts from its
+     * resumption): where the time goes, for `coarchctl jobs --json` and bench/index. */
+    r |= proto_pack_str(pk, "stage_s");
+    r |= msgpack_pack_map(pk, 4);
+    r |= proto_pack_kv_double(pk, "scan", j->progress.scan_s);
+    r |= proto_pack_kv_double(pk, "chunk", j->progress.chunk_s);
+    r |= proto_pack_kv_double(pk, "embed", j->progress.embed_s);
+    r |= proto_pack_kv_double(pk, "store", j->progress.store_s);
     r |= proto_pack_kv_uint(pk, "errors", j->scan_errors + j->file_errors);
     r |= proto_pack_kv_int(pk, "error_code", j->error);
     r |= proto_pack_kv_str(pk, "message", j->message);

@@ -68,6 +68,10 @@ struct engine {
     char *model_name, *model_dir;
     pthread_mutex_t emb_lock;
     struct embedder *emb;
+    /* Set once the model has loaded, for `status` (which must not wait on emb_lock while a
+     * batch runs); the backend name is a static string. */
+    atomic_uint model_dim;
+    _Atomic(const char *) model_backend;
     char emb_error[512];
     struct tokens count_tokens; /* worker thread only (the chunker's token counter) */
 
@@ -123,6 +127,17 @@ static struct job *job_free(struct job *j)
 
 /* ---- the model -------------------------------------------------------------------------- */
 
+/* Answer a failed search/embed: a model that cannot be loaded gets its own code, whatever the
+ * errno (a missing file is not a missing repository, a malformed one not a malformed request). */
+static void reply_op_error(struct rpc_request *req, int r, bool model_unavailable,
+                           const char *message)
+{
+    if (model_unavailable)
+        rpc_request_reply_error(req, PROTO_ERROR_MODEL_UNAVAILABLE, "%s", message);
+    else
+        rpc_request_reply_errno(req, r, "%s", message);
+}
+
 /* With emb_lock held: load the embedder if it is not loaded.  0, or <0 with emb_error set. */
 static int ensure_embedder(struct engine *e)
 {
@@ -135,12 +150,14 @@ static int ensure_embedder(struct engine *e)
     r = embedder_load(e->model_dir, &o, &e->emb, &msg);
     if (r < 0) {
         snprintf(e->emb_error, sizeof(e->emb_error),
-                 "cannot load the embedding model %s from %s: %s%s", e->model_name, e->model_dir,
-                 msg ? msg : strerror(-r), r == -ENOENT ? " (run scripts/fetch-model)" : "");
+                 "cannot load the embedding model %s from %s: %s", e->model_name, e->model_dir,
+                 msg ? msg : strerror(-r));
         free(msg);
         log_error("%s", e->emb_error);
         return r;
     }
+    atomic_store(&e->model_backend, embedder_backend_name(e->emb));
+    atomic_store(&e->model_dim, embedder_dim(e->emb));
     log_info("model %s loaded (%u dims, max %u tokens, %s backend)", e->model_name,
              embedder_dim(e->emb), embedder_max_seq_length(e->emb), embedder_backend_name(e->emb));
     return 0;
@@ -389,6 +406,17 @@ static void run_job(struct engine *e, struct job *j)
     dp->e = e;
     dp->j = j;
 
+    /* Cancelled while queued by something that could not dequeue it (repo.remove): its
+     * repository may be gone, so do not start. */
+    if (atomic_load(&j->cancel) && !atomic_load(&j->interrupted)) {
+        dp->r = -ECANCELED;
+        snprintf(dp->res.message, sizeof(dp->res.message), "cancelled before it started");
+        set_job_row_state(e, j->id, JOB_STATE_CANCELLED, -ECANCELED);
+        if (event_post(e->el, on_job_done, dp) < 0)
+            free(dp);
+        return;
+    }
+
     pthread_mutex_lock(&e->emb_lock);
     r = ensure_embedder(e);
     if (r >= 0) {
@@ -536,6 +564,40 @@ static struct job *find_job(struct engine *e, uint64_t id)
     return found;
 }
 
+/* Finished job rows kept in the store (`jobs` lists them); older ones are pruned. */
+#define JOB_ROWS_KEEP 100
+
+struct ended_ids {
+    uint64_t *ids;
+    size_t n, cap;
+};
+
+static int collect_ended(void *userdata, const struct store_job *job)
+{
+    struct ended_ids *l = userdata;
+
+    if (job->state != JOB_STATE_DONE && job->state != JOB_STATE_FAILED &&
+        job->state != JOB_STATE_CANCELLED)
+        return 0;
+    if (array_grow((void **)&l->ids, &l->cap, l->n + 1, sizeof(*l->ids)) < 0)
+        return -ENOMEM;
+    l->ids[l->n++] = job->id;
+    return 0;
+}
+
+/* Delete all but the newest JOB_ROWS_KEEP ended jobs' rows, inside t, so the history (and the
+ * `jobs` answer) stays bounded however often a repository is indexed. */
+static int prune_job_rows(struct store_txn *t)
+{
+    struct ended_ids l = {0};
+    int r = store_job_foreach(t, collect_ended, &l);
+
+    for (size_t i = 0; r >= 0 && l.n > JOB_ROWS_KEEP && i < l.n - JOB_ROWS_KEEP; i++)
+        r = store_job_delete(t, l.ids[i]); /* ids ascend with age */
+    free(l.ids);
+    return r;
+}
+
 /* Create the job row and the in-memory job.  On the pool (index_work): it takes the write lock. */
 static int create_job(struct engine *e, const char *root, uint32_t repo, struct job **ret)
 {
@@ -565,6 +627,8 @@ static int create_job(struct engine *e, const char *root, uint32_t repo, struct 
                                 .updated_ns = now};
         r = store_job_put(t, &row);
     }
+    if (r >= 0)
+        r = prune_job_rows(t);
     if (r < 0) {
         store_write_abort(t);
         goto fail;
@@ -844,16 +908,23 @@ static int method_jobs(struct rpc_request *req, const msgpack_object *params, vo
     return 0;
 }
 
+/* Records a cancelled queued job in its row, on the pool (the write lock may be busy). */
+struct cancel_row_op {
+    struct engine *e;
+    uint64_t id;
+};
+
 static void cancel_row_work(void *userdata)
 {
-    struct done_post *dp = userdata;
+    struct cancel_row_op *op = userdata;
 
-    set_job_row_state(dp->e, dp->j->id, JOB_STATE_CANCELLED, -ECANCELED);
+    set_job_row_state(op->e, op->id, JOB_STATE_CANCELLED, -ECANCELED);
 }
 
 static void cancel_row_done(int status, void *userdata)
 {
-    on_job_done(userdata);
+    (void)status;
+    free(userdata);
 }
 
 static int method_job_cancel(struct rpc_request *req, const msgpack_object *params, void *userdata)
@@ -861,6 +932,8 @@ static int method_job_cancel(struct rpc_request *req, const msgpack_object *para
     struct engine *e = userdata;
     uint64_t id;
     struct job *j;
+    struct done_post *dp;
+    struct cancel_row_op *op;
     bool was_queued = false;
 
     if (proto_get_uint(params, "job", &id) < 0)
@@ -873,6 +946,14 @@ static int method_job_cancel(struct rpc_request *req, const msgpack_object *para
         return rpc_request_reply_error(req, PROTO_ERROR_INVALID_INPUT,
                                        "job %" PRIu64 " is already %s", id,
                                        job_state_to_string(j->state));
+    /* Allocated first: once a queued job is out of the queue it must be finished. */
+    dp = calloc(1, sizeof(*dp));
+    op = calloc(1, sizeof(*op));
+    if (!dp || !op) {
+        free(dp);
+        free(op);
+        return -ENOMEM;
+    }
     atomic_store(&j->cancel, true);
     /* A queued job never reaches the worker: take it out and finish it here. */
     pthread_mutex_lock(&e->lock);
@@ -886,16 +967,22 @@ static int method_job_cancel(struct rpc_request *req, const msgpack_object *para
         }
     pthread_mutex_unlock(&e->lock);
     if (was_queued) {
-        struct done_post *dp = calloc(1, sizeof(*dp));
-        if (dp) {
-            dp->e = e;
-            dp->j = j;
-            dp->r = -ECANCELED;
-            snprintf(dp->res.message, sizeof(dp->res.message), "cancelled before it started");
-            /* The row update waits for the store's write lock: not on the loop thread. */
-            if (event_work_queue(e->el, cancel_row_work, cancel_row_done, dp) < 0)
-                on_job_done(dp);
+        /* The job ends now, in memory (a second cancel or `jobs` sees it cancelled); its row
+         * is updated on the pool, since the write lock may be held by a running job.  Should
+         * even that fail, the update runs here: a row left queued would run at the next start. */
+        dp->e = op->e = e;
+        dp->j = j;
+        dp->r = -ECANCELED;
+        op->id = j->id;
+        snprintf(dp->res.message, sizeof(dp->res.message), "cancelled before it started");
+        on_job_done(dp);
+        if (event_work_queue(e->el, cancel_row_work, cancel_row_done, op) < 0) {
+            cancel_row_work(op);
+            free(op);
         }
+    } else {
+        free(dp);
+        free(op);
     }
     return rpc_request_reply_bool(req, true);
 }
@@ -909,6 +996,7 @@ struct search_op {
     char *query, *repo_path, *path_glob, *language;
     float *qvec;
     int r;
+    bool model_unavailable; /* r came from loading the model: PROTO_ERROR_MODEL_UNAVAILABLE */
     char message[600];
     struct search_hit *hits;
     char **snippets;
@@ -989,6 +1077,7 @@ static void search_work(void *userdata)
             r = op->qvec ? embedder_embed(e->emb, &q, &len, 1, op->qvec) : -ENOMEM;
         } else {
             snprintf(op->message, sizeof(op->message), "%s", e->emb_error);
+            op->model_unavailable = true;
         }
         pthread_mutex_unlock(&e->emb_lock);
         if (r < 0) {
@@ -1063,7 +1152,7 @@ static void search_done(int status, void *userdata)
     if (status < 0)
         rpc_request_reply_errno(op->req, status, "search did not run: %s", strerror(-status));
     else if (op->r < 0)
-        rpc_request_reply_errno(op->req, op->r, "%s", op->message);
+        reply_op_error(op->req, op->r, op->model_unavailable, op->message);
     else
         rpc_request_reply_ok(op->req, pack_search, op);
     search_op_free(op);
@@ -1100,7 +1189,13 @@ static int method_search(struct rpc_request *req, const msgpack_object *params, 
         return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
                                        "\"mode\" must be hybrid, semantic or lexical");
     }
-    if (proto_get_strdup(params, "repo", &repo) == 0) {
+    r = proto_get_strdup(params, "repo", &repo);
+    if (r == -EINVAL) {
+        search_op_free(op);
+        return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                       "\"repo\" must be a string (a repository directory)");
+    }
+    if (r == 0) {
         char msg[PATH_MAX + 64];
         r = resolve_repo_path(repo, &op->repo_path, msg, sizeof(msg));
         if (r < 0) {
@@ -1147,6 +1242,7 @@ struct embed_op {
     float *out;
     unsigned dim;
     int r;
+    bool model_unavailable; /* r came from loading the model: PROTO_ERROR_MODEL_UNAVAILABLE */
     char message[600];
 };
 
@@ -1169,6 +1265,7 @@ static void embed_work(void *userdata)
     op->r = ensure_embedder(e);
     if (op->r < 0) {
         snprintf(op->message, sizeof(op->message), "%s", e->emb_error);
+        op->model_unavailable = true;
     } else {
         op->dim = embedder_dim(e->emb);
         op->out = array_alloc(op->n * op->dim, sizeof(float));
@@ -1204,7 +1301,7 @@ static void embed_done(int status, void *userdata)
     if (status < 0)
         rpc_request_reply_errno(op->req, status, "embed did not run");
     else if (op->r < 0)
-        rpc_request_reply_errno(op->req, op->r, "%s", op->message);
+        reply_op_error(op->req, op->r, op->model_unavailable, op->message);
     else
         rpc_request_reply_ok(op->req, pack_embed, op);
     embed_op_free(op);
@@ -1238,13 +1335,17 @@ static int method_embed(struct rpc_request *req, const msgpack_object *params, v
             return rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
                                            "\"texts\"[%u] is not a string", i);
         }
-        op->texts[i] = strndup(o->via.str.ptr, o->via.str.size);
-        op->lens[i] = o->via.str.size;
+        /* Copied whole, not with strndup(): a text may hold NUL bytes (the tokenizer drops
+         * them as control characters) and lens[i] must match the bytes actually copied. */
+        op->texts[i] = malloc((size_t)o->via.str.size + 1);
         op->n = i + 1;
         if (!op->texts[i]) {
             embed_op_free(op);
             return -ENOMEM;
         }
+        memcpy(op->texts[i], o->via.str.ptr, o->via.str.size);
+        op->texts[i][o->via.str.size] = '\0';
+        op->lens[i] = o->via.str.size;
     }
     int r = event_work_queue(op->e->el, embed_work, embed_done, op);
     if (r < 0) {
@@ -1337,6 +1438,18 @@ static void remove_work(void *userdata)
     uint32_t id;
     int r;
 
+    /* Under index_lock, so no `index` registers a job for the repository between the cancel
+     * and the removal: that job would run on a repository that no longer exists. */
+    pthread_mutex_lock(&op->e->index_lock);
+    r = store_read_begin(op->e->store, &t);
+    if (r >= 0) {
+        if (store_repo_find(t, op->path, &id) == 0) {
+            struct job *j = active_job_of(op->e, id); /* stop indexing it first */
+            if (j)
+                atomic_store(&j->cancel, true);
+        }
+        store_read_end(t);
+    }
     r = store_write_begin(op->e->store, &t);
     if (r >= 0) {
         r = store_repo_find(t, op->path, &id);
@@ -1347,6 +1460,7 @@ static void remove_work(void *userdata)
         else
             store_write_abort(t);
     }
+    pthread_mutex_unlock(&op->e->index_lock);
     op->r = r;
     if (r == -ENOENT)
         snprintf(op->message, sizeof(op->message), "%s is not indexed", op->path);
@@ -1395,17 +1509,6 @@ static int method_repo_remove(struct rpc_request *req, const msgpack_object *par
     if (!op->path) {
         free(op);
         return -ENOMEM;
-    }
-    /* Stop indexing it first. */
-    uint32_t repo_id;
-    struct store_txn *t;
-    if (store_read_begin(e->store, &t) >= 0) {
-        if (store_repo_find(t, op->path, &repo_id) == 0) {
-            struct job *j = active_job_of(e, repo_id);
-            if (j)
-                atomic_store(&j->cancel, true);
-        }
-        store_read_end(t);
     }
     r = event_work_queue(e->el, remove_work, remove_done, op);
     if (r < 0) {
@@ -1478,28 +1581,16 @@ static int pack_governor(msgpack_packer *pk, void *userdata)
 static int pack_model(msgpack_packer *pk, void *userdata)
 {
     struct engine *e = userdata;
-    bool loaded;
-    unsigned dim = 0;
-    const char *backend = "";
+    unsigned dim = atomic_load(&e->model_dim);
+    const char *backend = atomic_load(&e->model_backend);
     int r;
 
-    /* Never wait for a batch in flight just to report: trylock. */
-    loaded = pthread_mutex_trylock(&e->emb_lock) == 0;
-    if (loaded) {
-        if (e->emb) {
-            dim = embedder_dim(e->emb);
-            backend = embedder_backend_name(e->emb);
-        } else {
-            loaded = false;
-        }
-        pthread_mutex_unlock(&e->emb_lock);
-    }
     r = msgpack_pack_map(pk, 5);
     r |= proto_pack_kv_str(pk, "name", e->model_name);
     r |= proto_pack_kv_str(pk, "dir", e->model_dir);
-    r |= proto_pack_kv_bool(pk, "loaded", loaded || dim > 0);
+    r |= proto_pack_kv_bool(pk, "loaded", dim > 0);
     r |= proto_pack_kv_uint(pk, "dim", dim);
-    r |= proto_pack_kv_str(pk, "backend", backend);
+    r |= proto_pack_kv_str(pk, "backend", backend ? backend : "");
     return r ? -ENOMEM : 0;
 }
 
@@ -1612,13 +1703,10 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
     if (strchr(model, '/')) {
         e->model_dir = strdup(model);
     } else {
-        _cleanup_free_ char *models = NULL;
-        r = coarch_models_dir(&models);
-        if (r < 0) {
-            log_error_errno(r, "cannot find the models directory: %m");
-            goto fail;
-        }
-        e->model_dir = path_join(models, model);
+        /* <data dir>/models, the data dir this daemon was given (--data-dir included), where
+         * scripts/fetch-model installs for the same COARCH_DATA_DIR. */
+        _cleanup_free_ char *models = path_join(data_dir, "models");
+        e->model_dir = models ? path_join(models, model) : NULL;
     }
     if (!e->model_name || !e->model_dir) {
         r = -ENOMEM;

@@ -42,6 +42,8 @@ const char *proto_error_code_name(int code)
         return "unsupported";
     case PROTO_ERROR_INVALID_INPUT:
         return "invalid_input";
+    case PROTO_ERROR_MODEL_UNAVAILABLE:
+        return "model_unavailable";
     default:
         return "unknown";
     }

@@ -55,6 +55,7 @@ enum proto_error_code {
     PROTO_ERROR_CANCELLED = 7,             /* the job or request was cancelled */
     PROTO_ERROR_UNSUPPORTED = 8,           /* protocol version / feature not supported */
     PROTO_ERROR_INVALID_INPUT = 9,         /* a path or value the caller gave is unusable */
+    PROTO_ERROR_MODEL_UNAVAILABLE = 10,    /* the embedding model is missing or cannot load */
 };
 
 /* Returns the stable lower-case name of a code ("parse_error", "busy", ...) or "unknown". */

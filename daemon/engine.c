@@ -20,6 +20,7 @@
 #include "store-repo.h"
 #include "timer.h"
 #include "tokenizer.h"
+#include "watch.h"
 #include "work.h"
 
 #include <fcntl.h>
@@ -31,6 +32,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_MODEL "all-MiniLM-L6-v2"
 #define PROGRESS_MIN_INTERVAL_S 0.2
@@ -81,6 +83,8 @@ struct engine {
     pthread_mutex_t gov_lock;
     struct pressure_source *psrc;
     struct event_timer *gov_timer;
+    struct event_watch *psi_watch; /* the PSI trigger's fd on the loop; NULL without PSI */
+    int psi_fd;
     atomic_uint actions;
     unsigned last_level;
 
@@ -1521,12 +1525,31 @@ static int method_repo_remove(struct rpc_request *req, const msgpack_object *par
 
 /* ---- memory governor on the loop -------------------------------------------------------- */
 
+/* Loop thread: hand the governor's edge actions to the job and act on the loop's share. */
+static void governor_actions(struct engine *e, unsigned actions, unsigned level, uint64_t usage,
+                             uint64_t limit, const char *why)
+{
+    if (!actions)
+        return;
+    atomic_fetch_or(&e->actions, actions);
+    if (actions & GOVERNOR_ACTION_LEVEL_RAISED)
+        log_warning("memory pressure %s%s: %" PRIu64 " of %" PRIu64 " MiB in use",
+                    pressure_level_to_string((enum pressure_level)level), why, usage >> 20,
+                    limit >> 20);
+    if (actions & GOVERNOR_ACTION_SHED_CACHES)
+        search_cache_invalidate(e->cache, 0);
+    if (actions & GOVERNOR_ACTION_MALLOC_TRIM)
+        pressure_malloc_trim();
+    e->last_level = level;
+}
+
 static void governor_tick(struct event_timer *timer, void *userdata)
 {
     struct engine *e = userdata;
     struct pressure_reading rd;
     unsigned actions, level;
 
+    (void)timer;
     if (pressure_source_sample(e->psrc, &rd) < 0)
         return;
     daemon_set_memory_limit(e->d, rd.limit);
@@ -1534,18 +1557,50 @@ static void governor_tick(struct event_timer *timer, void *userdata)
     actions = governor_feed(e->gov, &rd);
     level = governor_level(e->gov);
     pthread_mutex_unlock(&e->gov_lock);
-    if (!actions)
+    governor_actions(e, actions, level, rd.usage, rd.limit, "");
+}
+
+/* The PSI trigger fired: tasks stalled on memory past the threshold within its window. */
+static void on_psi_event(struct event_watch *w, int events, void *userdata)
+{
+    struct engine *e = userdata;
+    struct pressure_snapshot s;
+    unsigned actions, level;
+
+    if (events < 0 || !(events & EVENT_WATCH_PRIORITY)) {
+        /* POLLERR (the cgroup went away) or a poll failure: sampling goes on without it. */
+        log_warning("memory pressure: the PSI trigger stopped (%s); sampling continues",
+                    events < 0 ? strerror(-events) : "error on the file");
+        e->psi_watch = event_watch_free(w);
+        close(e->psi_fd);
+        e->psi_fd = -1;
         return;
-    atomic_fetch_or(&e->actions, actions);
-    if (actions & GOVERNOR_ACTION_LEVEL_RAISED)
-        log_warning("memory pressure %s: %" PRIu64 " of %" PRIu64 " MiB in use",
-                    pressure_level_to_string((enum pressure_level)level), rd.usage >> 20,
-                    rd.limit >> 20);
-    if (actions & GOVERNOR_ACTION_SHED_CACHES)
-        search_cache_invalidate(e->cache, 0);
-    if (actions & GOVERNOR_ACTION_MALLOC_TRIM)
-        pressure_malloc_trim();
-    e->last_level = level;
+    }
+    pthread_mutex_lock(&e->gov_lock);
+    actions = governor_psi_event(e->gov, pressure_now_us());
+    level = governor_level(e->gov);
+    governor_snapshot(e->gov, &s);
+    pthread_mutex_unlock(&e->gov_lock);
+    governor_actions(e, actions, level, s.usage, s.limit, " (PSI stall trigger)");
+}
+
+/* Arms the PSI trigger when this kernel has PSI; without it the timer's samples suffice. */
+static void psi_watch_start(struct engine *e)
+{
+    int fd = pressure_psi_open_trigger(e->psrc, 0, 0), r;
+
+    if (fd < 0) {
+        log_debug("memory pressure: no PSI trigger (%s); sampling only", strerror(-fd));
+        return;
+    }
+    r = event_watch_new(e->el, fd, EVENT_WATCH_PRIORITY, on_psi_event, e, &e->psi_watch);
+    if (r < 0) {
+        log_debug("memory pressure: cannot watch the PSI trigger: %s", strerror(-r));
+        close(fd);
+        return;
+    }
+    e->psi_fd = fd;
+    log_debug("memory pressure: PSI trigger armed");
 }
 
 static int pack_governor(msgpack_packer *pk, void *userdata)
@@ -1620,6 +1675,11 @@ static void on_stop(struct daemon *d, void *userdata)
     struct engine *e = userdata;
 
     e->gov_timer = event_timer_free(e->gov_timer);
+    e->psi_watch = event_watch_free(e->psi_watch);
+    if (e->psi_fd >= 0) {
+        close(e->psi_fd);
+        e->psi_fd = -1;
+    }
     pthread_mutex_lock(&e->lock);
     e->stopping = true;
     if (e->current) {
@@ -1682,6 +1742,7 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
     if (!e)
         return -ENOMEM;
     e->d = d;
+    e->psi_fd = -1;
     e->el = daemon_loop(d);
     e->rpc = daemon_rpc(d);
     pthread_mutex_init(&e->emb_lock, NULL);
@@ -1738,6 +1799,7 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
         r = event_timer_start(e->gov_timer, 0, e->pcfg.interval_ms);
     if (r < 0)
         goto fail;
+    psi_watch_start(e);
 
     static const struct {
         const char *name;
@@ -1804,6 +1866,9 @@ struct engine *engine_free(struct engine *e)
     for (size_t i = 0; i < e->n_recent; i++)
         job_free(e->recent[i]);
     event_timer_free(e->gov_timer);
+    event_watch_free(e->psi_watch);
+    if (e->psi_fd >= 0)
+        close(e->psi_fd);
     governor_free(e->gov);
     pressure_source_free(e->psrc);
     search_cache_free(e->cache);

@@ -18,6 +18,32 @@ const struct embed_backend_ops *const embed_backends[] = {
     NULL,
 };
 
+const char *embed_precision_name(enum embed_precision p)
+{
+    switch (p) {
+    case EMBED_PRECISION_FP32:
+        return "fp32";
+    case EMBED_PRECISION_BF16:
+        return "bf16";
+    case EMBED_PRECISION_INT8:
+        return "int8";
+    }
+    return "?";
+}
+
+int embed_precision_from_name(const char *name, enum embed_precision *ret)
+{
+    static const enum embed_precision all[] = {EMBED_PRECISION_FP32, EMBED_PRECISION_BF16,
+                                               EMBED_PRECISION_INT8};
+
+    for (size_t i = 0; name && i < sizeof(all) / sizeof(all[0]); i++)
+        if (strcmp(name, embed_precision_name(all[i])) == 0) {
+            *ret = all[i];
+            return 0;
+        }
+    return -EINVAL;
+}
+
 const struct embed_backend_ops *embed_backend_find(const char *name)
 {
     for (size_t i = 0; embed_backends[i]; i++)

@@ -40,9 +40,27 @@ struct embed_batch {
     size_t n_tokens; /* sum of lengths */
 };
 
+/*
+ * Arithmetic of the big matrix products (the Linear layers).  LayerNorm, softmax, GELU, attention
+ * and pooling stay fp32 in every precision; FP32 is exact and the default, the others trade a
+ * little accuracy (cosine >= 0.999 to the fp32 vectors) for speed.  docs/embedding.md has the
+ * numbers.
+ */
+enum embed_precision {
+    EMBED_PRECISION_FP32, /* fp32 weights and products */
+    EMBED_PRECISION_BF16, /* bf16 weights and activations, fp32 sums */
+    EMBED_PRECISION_INT8, /* int8 weights (per output row), u8 activations (per token) */
+};
+
+/* "fp32", "bf16", "int8". */
+const char *embed_precision_name(enum embed_precision p);
+/* Parses those names; -EINVAL for anything else. */
+int embed_precision_from_name(const char *name, enum embed_precision *ret);
+
 struct embed_backend_options {
     size_t max_batch_tokens; /* largest n_tokens encode_batch() will be given; 0: a default */
     unsigned n_threads;      /* helper threads a CPU backend may use; 0: online CPUs */
+    enum embed_precision precision; /* init() fails with -ENOTSUP when it cannot run it here */
 };
 
 /* Bytes, for the memory governor. */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/cpu.h"
 #include "macro.h"
 #include "tokenizer.h"
 
@@ -22,6 +23,7 @@ struct embedder {
     struct model *model;
     struct tokenizer *tok;
     struct embed_backend backend;
+    enum embed_precision precision;
     size_t max_tokens; /* options.max_batch_tokens */
     size_t budget;     /* current token budget, <= max_tokens */
     struct embedder_stats stats;
@@ -60,7 +62,7 @@ int embedder_load(const char *model_dir, const struct embedder_options *options,
                   struct embedder **ret, char **ret_error_message)
 {
     struct embed_backend_options bo = {0};
-    const char *backend;
+    const char *backend, *precision, *missing = NULL;
     struct embedder *e;
     size_t dim;
     int r;
@@ -94,7 +96,23 @@ int embedder_load(const char *model_dir, const struct embedder_options *options,
     backend = options && options->backend ? options->backend : getenv("COARCH_BACKEND");
     if (backend && !*backend)
         backend = NULL;
+    precision = options && options->precision ? options->precision : getenv("COARCH_PRECISION");
+    if (precision && *precision && embed_precision_from_name(precision, &bo.precision) < 0) {
+        r = fail(ret_error_message, -EINVAL,
+                 "unknown precision \"%s\" (COARCH_PRECISION): expected fp32, bf16 or int8",
+                 precision);
+        goto out_free;
+    }
+    e->precision = bo.precision;
     r = embed_backend_open(backend, e->model, &bo, &e->backend);
+    if (r == -ENOTSUP && bo.precision != EMBED_PRECISION_FP32 &&
+        !embed_cpu_precision_supported(bo.precision, &missing) &&
+        (!backend || strcmp(backend, "cpu") == 0)) {
+        r = fail(ret_error_message, r,
+                 "precision %s needs %s, which this CPU or build lacks: set COARCH_PRECISION=fp32",
+                 embed_precision_name(bo.precision), missing);
+        goto out_free;
+    }
     if (r < 0) {
         r = fail(ret_error_message, r, "%s: cannot open the %s backend: %s", model_dir,
                  backend ? backend : "auto",
@@ -253,6 +271,11 @@ const struct model_config *embedder_config(const struct embedder *e)
 const struct tokenizer *embedder_tokenizer(const struct embedder *e)
 {
     return e->tok;
+}
+
+const char *embedder_precision(const struct embedder *e)
+{
+    return embed_precision_name(e->precision);
 }
 
 const char *embedder_backend_name(const struct embedder *e)

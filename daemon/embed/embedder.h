@@ -41,6 +41,8 @@ struct embedder_options {
     const char *backend;     /* "cpu", "cuda", "auto"; NULL: $COARCH_BACKEND, else "auto" */
     size_t max_batch_tokens; /* largest token budget ever used; 0: EMBEDDER_DEFAULT_BATCH_TOKENS */
     unsigned n_threads;      /* CPU backend threads; 0: every CPU this process may run on */
+    /* GEMM precision "fp32", "bf16" or "int8" (backend.h); NULL: $COARCH_PRECISION, else fp32 */
+    const char *precision;
 };
 
 struct embedder_memory {
@@ -58,7 +60,8 @@ struct embedder_stats {
 /*
  * Load the model in `model_dir` (see model.h for the files) with its tokenizer and open a
  * backend.  Returns 0, -ENOENT (files missing), -EBADMSG (malformed), -ENOTSUP (an unsupported
- * model setting or backend), or -ENOMEM; on failure *ret_error_message (when not NULL) is set to a
+ * model setting or backend, or a precision this machine cannot run), -EINVAL (an unknown
+ * precision name), or -ENOMEM; on failure *ret_error_message (when not NULL) is set to a
  * malloc'd message naming the file and the problem (caller frees).
  */
 int embedder_load(const char *model_dir, const struct embedder_options *options,
@@ -85,6 +88,8 @@ unsigned embedder_max_seq_length(const struct embedder *e);
 const struct model_config *embedder_config(const struct embedder *e);
 const struct tokenizer *embedder_tokenizer(const struct embedder *e);
 const char *embedder_backend_name(const struct embedder *e);
+/* The precision the backend runs: "fp32", "bf16" or "int8". */
+const char *embedder_precision(const struct embedder *e);
 
 /* Token budget per backend call: clamped to [max_seq_length, options.max_batch_tokens]. */
 void embedder_set_batch_tokens(struct embedder *e, size_t tokens);

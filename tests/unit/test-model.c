@@ -36,6 +36,8 @@
 #include "tokenizer.h"
 
 #define PARITY_MIN_COSINE 0.9999
+/* bf16 and int8 GEMMs (COARCH_PRECISION), against the same fp32 sentence-transformers vectors. */
+#define PARITY_REDUCED_MIN_COSINE 0.999
 
 /* test.h's ASSERT_LT compares integers; these are doubles. */
 #define ASSERT_BELOW(a, b)                                                                         \
@@ -606,9 +608,11 @@ static double cosine(const float *a, const float *b, size_t n)
     return ab / (sqrt(aa) * sqrt(bb) + 1e-300);
 }
 
-static struct embed_backend open_cpu(const struct model *m, unsigned threads, size_t max_tokens)
+static struct embed_backend open_cpu_precision(const struct model *m, unsigned threads,
+                                               size_t max_tokens, enum embed_precision p)
 {
-    struct embed_backend_options o = {.max_batch_tokens = max_tokens, .n_threads = threads};
+    struct embed_backend_options o = {
+        .max_batch_tokens = max_tokens, .n_threads = threads, .precision = p};
     struct embed_backend b = {0};
 
     ASSERT_OK(embed_backend_open("cpu", m, &o, &b));
@@ -616,7 +620,25 @@ static struct embed_backend open_cpu(const struct model *m, unsigned threads, si
     return b;
 }
 
-static void check_backend_invariances(const char *pooling)
+static struct embed_backend open_cpu(const struct model *m, unsigned threads, size_t max_tokens)
+{
+    return open_cpu_precision(m, threads, max_tokens, EMBED_PRECISION_FP32);
+}
+
+/* Skip (exit 77 if nothing else ran) when this CPU cannot run precision p. */
+static void require_precision(enum embed_precision p)
+{
+    static char why[256];
+    const char *missing = NULL;
+
+    if (!embed_cpu_precision_supported(p, &missing)) {
+        snprintf(why, sizeof(why), "%s: this CPU or build lacks %s", embed_precision_name(p),
+                 missing);
+        TEST_SKIP(why);
+    }
+}
+
+static void check_backend_invariances(const char *pooling, enum embed_precision p)
 {
     struct tiny_spec s = tiny_default;
     struct embed_backend b1, b2, bg;
@@ -637,19 +659,28 @@ static void check_backend_invariances(const char *pooling)
     for (size_t i = 0; i < batch.n_tokens; i++)
         ids[i] = (uint32_t)(i * 7 + 3) % s.vocab;
 
-    b1 = open_cpu(m, 1, 256);
-    b2 = open_cpu(m, 2, 256);
+    b1 = open_cpu_precision(m, 1, 256, p);
+    b2 = open_cpu_precision(m, 2, 256, p);
     setenv("COARCH_CPU_KERNELS", "generic", 1);
-    bg = open_cpu(m, 2, 256);
+    bg = open_cpu_precision(m, 2, 256, p);
     unsetenv("COARCH_CPU_KERNELS");
     ASSERT_OK(b1.ops->encode_batch(b1.ctx, &batch, o1));
     ASSERT_OK(b2.ops->encode_batch(b2.ctx, &batch, o2));
     ASSERT_OK(bg.ops->encode_batch(bg.ctx, &batch, og));
     for (size_t i = 0; i < NSEQ * 32; i++)
         ASSERT_TRUE(isfinite(o1[i]));
-    /* One thread or two, SIMD or generic kernels: the same vectors. */
+    /*
+     * One thread or two: the same vectors (every precision computes each token's row on its
+     * own).  SIMD or generic LayerNorm/GELU/attention: the same within fp32 rounding, which in
+     * bf16/int8 may move an activation across a rounding step, so there only nearly.
+     */
     ASSERT_BELOW(max_abs_diff(o1, o2, NSEQ * 32), 1e-6);
-    ASSERT_BELOW(max_abs_diff(o1, og, NSEQ * 32), 1e-5);
+    if (p == EMBED_PRECISION_FP32) {
+        ASSERT_BELOW(max_abs_diff(o1, og, NSEQ * 32), 1e-5);
+    } else {
+        for (size_t i = 0; i < NSEQ; i++)
+            ASSERT_BELOW(1 - cosine(o1 + i * 32, og + i * 32, 32), 1e-4);
+    }
     /* Normalised, and each sequence independent of its batch neighbours. */
     for (size_t i = 0, off = 0; i < NSEQ; off += lens[i], i++) {
         struct embed_batch one = {
@@ -682,12 +713,26 @@ static void check_backend_invariances(const char *pooling)
 
 TEST(backend_invariances_mean)
 {
-    check_backend_invariances("mean");
+    check_backend_invariances("mean", EMBED_PRECISION_FP32);
 }
 
 TEST(backend_invariances_cls)
 {
-    check_backend_invariances("cls");
+    check_backend_invariances("cls", EMBED_PRECISION_FP32);
+}
+
+TEST(backend_invariances_bf16)
+{
+    require_precision(EMBED_PRECISION_BF16);
+    check_backend_invariances("mean", EMBED_PRECISION_BF16);
+    check_backend_invariances("cls", EMBED_PRECISION_BF16);
+}
+
+TEST(backend_invariances_int8)
+{
+    require_precision(EMBED_PRECISION_INT8);
+    check_backend_invariances("mean", EMBED_PRECISION_INT8);
+    check_backend_invariances("cls", EMBED_PRECISION_INT8);
 }
 
 TEST(backend_rejects_bad_batches)
@@ -851,8 +896,9 @@ static double encode_fixture(struct embed_backend *b, const struct fixture *f, s
     return secs;
 }
 
-/* Every vector at cosine >= PARITY_MIN_COSINE to the reference; prints the statistics. */
-static void check_parity(const char *what, const struct fixture *f, const float *got)
+/* Every vector at cosine >= min_cosine to the reference; prints the statistics. */
+static void check_parity_min(const char *what, const struct fixture *f, const float *got,
+                             double min_cosine)
 {
     double min = 2, sum = 0, maxdiff = 0;
     size_t worst = 0;
@@ -866,31 +912,54 @@ static void check_parity(const char *what, const struct fixture *f, const float 
     }
     printf("  %s: %zu vectors, cosine min %.9f (#%zu) mean %.9f, max |diff| %.3g\n", what, f->n,
            min, worst, sum / (double)f->n, maxdiff);
-    if (min < PARITY_MIN_COSINE)
+    if (min < min_cosine)
         test_fail(__FILE__, __LINE__, "%s: vector %zu (%u tokens) has cosine %.6f < %g", what,
-                  worst, f->lens[worst], min, PARITY_MIN_COSINE);
+                  worst, f->lens[worst], min, min_cosine);
 }
 
-TEST(parity_tiny_ids)
+static void check_parity(const char *what, const struct fixture *f, const float *got)
+{
+    check_parity_min(what, f, got, PARITY_MIN_COSINE);
+}
+
+static void parity_tiny_ids_precision(enum embed_precision p, double min_cosine)
 {
     struct fixture f;
     struct model *m = NULL;
     struct embed_backend b;
-    char *msg = NULL;
+    char *msg = NULL, what[64];
     float *out;
 
     ASSERT_OK(model_load("data/embed/tiny-model", &m, &msg));
     ASSERT_EQ(m->config.pooling, MODEL_POOLING_CLS);
     ASSERT_EQ(m->config.max_seq_length, 96);
     fixture_load("data/embed/tiny", m->config.hidden, &f);
-    b = open_cpu(m, 0, 1024);
+    b = open_cpu_precision(m, 0, 1024, p);
     out = malloc(f.n * f.dim * sizeof(float));
     encode_fixture(&b, &f, 1024, out, NULL);
-    check_parity("tiny (cls, 2 layers)", &f, out);
+    snprintf(what, sizeof(what), "tiny (cls, 2 layers, %s)", embed_precision_name(p));
+    check_parity_min(what, &f, out, min_cosine);
     free(out);
     fixture_free(&f);
     embed_backend_close(&b);
     model_free(m);
+}
+
+TEST(parity_tiny_ids)
+{
+    parity_tiny_ids_precision(EMBED_PRECISION_FP32, PARITY_MIN_COSINE);
+}
+
+TEST(parity_tiny_ids_bf16)
+{
+    require_precision(EMBED_PRECISION_BF16);
+    parity_tiny_ids_precision(EMBED_PRECISION_BF16, PARITY_REDUCED_MIN_COSINE);
+}
+
+TEST(parity_tiny_ids_int8)
+{
+    require_precision(EMBED_PRECISION_INT8);
+    parity_tiny_ids_precision(EMBED_PRECISION_INT8, PARITY_REDUCED_MIN_COSINE);
 }
 
 /* The installed all-MiniLM-L6-v2, or a skip (a failure under CI). */
@@ -919,12 +988,16 @@ static char *minilm_dir(void)
     return dir;
 }
 
-TEST(parity_minilm_ids)
+/*
+ * all-MiniLM-L6-v2 on the fixture's token ids in precision p: every vector at cosine >=
+ * min_cosine to sentence-transformers; prints the speed.  ret_min/ret_mean get the cosines.
+ */
+static void parity_minilm_ids_precision(enum embed_precision p, double min_cosine)
 {
     struct fixture f;
     struct model *m = NULL;
     struct embed_backend b;
-    char *dir = minilm_dir(), *msg = NULL;
+    char *dir = minilm_dir(), *msg = NULL, what[96];
     float *out;
     double secs, cpu;
     size_t n;
@@ -936,7 +1009,7 @@ TEST(parity_minilm_ids)
     ASSERT_TRUE(m->config.normalize);
     fixture_load("data/embed/minilm", m->config.hidden, &f);
     ASSERT_GE(f.n, 500);
-    b = open_cpu(m, 0, 4096);
+    b = open_cpu_precision(m, 0, 4096, p);
     out = malloc(f.n * f.dim * sizeof(float));
     /* Warm-up (workspace, weight pages, OpenBLAS buffers) on the first 40 texts. */
     n = f.n, f.n = 40;
@@ -945,16 +1018,34 @@ TEST(parity_minilm_ids)
     secs = encode_fixture(&b, &f, 4096, out, &cpu);
     /* Tokens per CPU-second is what to compare on a shared machine: wall time depends on who
      * else is running. */
-    printf("  all-MiniLM-L6-v2 fp32 cpu: %zu tokens in %.3f s wall = %.0f tokens/s; %.3f CPU-s "
+    printf("  all-MiniLM-L6-v2 %s cpu: %zu tokens in %.3f s wall = %.0f tokens/s; %.3f CPU-s "
            "= %.0f tokens/CPU-s (openblas %s)\n",
-           f.n_tokens, secs, (double)f.n_tokens / secs, cpu, (double)f.n_tokens / cpu,
-           openblas_get_corename());
-    check_parity("all-MiniLM-L6-v2 (mean, 6 layers)", &f, out);
+           embed_precision_name(p), f.n_tokens, secs, (double)f.n_tokens / secs, cpu,
+           (double)f.n_tokens / cpu, openblas_get_corename());
+    snprintf(what, sizeof(what), "all-MiniLM-L6-v2 (mean, 6 layers, %s)", embed_precision_name(p));
+    check_parity_min(what, &f, out, min_cosine);
     free(out);
     fixture_free(&f);
     embed_backend_close(&b);
     model_free(m);
     free(dir);
+}
+
+TEST(parity_minilm_ids)
+{
+    parity_minilm_ids_precision(EMBED_PRECISION_FP32, PARITY_MIN_COSINE);
+}
+
+TEST(parity_minilm_ids_bf16)
+{
+    require_precision(EMBED_PRECISION_BF16);
+    parity_minilm_ids_precision(EMBED_PRECISION_BF16, PARITY_REDUCED_MIN_COSINE);
+}
+
+TEST(parity_minilm_ids_int8)
+{
+    require_precision(EMBED_PRECISION_INT8);
+    parity_minilm_ids_precision(EMBED_PRECISION_INT8, PARITY_REDUCED_MIN_COSINE);
 }
 
 /* ---- the embedder: tokenizer + batching + backend ---- */
@@ -1096,6 +1187,53 @@ TEST(embedder_load_errors)
     ASSERT_TRUE(strstr(msg, "nope") != NULL);
     free(msg);
     ASSERT_TRUE(embedder_free(NULL) == NULL);
+}
+
+/* COARCH_PRECISION and embedder_options.precision choose the GEMM precision; bad names fail. */
+TEST(embedder_precision_choice)
+{
+    struct embedder_options o = {.backend = "cpu", .max_batch_tokens = 1024};
+    struct embedder *e = NULL;
+    struct fixture f;
+    const uint32_t **ids;
+    char *msg = NULL;
+    float *out;
+
+    o.precision = "fp16";
+    ASSERT_EQ(embedder_load("data/embed/tiny-model", &o, &e, &msg), -EINVAL);
+    printf("  refused: %s\n", msg);
+    ASSERT_TRUE(strstr(msg, "\"fp16\"") && strstr(msg, "fp32, bf16 or int8"));
+    free(msg), msg = NULL;
+    o.precision = NULL;
+    setenv("COARCH_PRECISION", "INT8", 1); /* names are exact */
+    ASSERT_EQ(embedder_load("data/embed/tiny-model", &o, &e, &msg), -EINVAL);
+    free(msg), msg = NULL;
+    unsetenv("COARCH_PRECISION");
+    ASSERT_OK(embedder_load("data/embed/tiny-model", &o, &e, NULL));
+    ASSERT_STREQ(embedder_precision(e), "fp32");
+    e = embedder_free(e);
+
+    require_precision(EMBED_PRECISION_INT8);
+    /* The option wins over the environment. */
+    setenv("COARCH_PRECISION", "int8", 1);
+    o.precision = "fp32";
+    ASSERT_OK(embedder_load("data/embed/tiny-model", &o, &e, NULL));
+    ASSERT_STREQ(embedder_precision(e), "fp32");
+    e = embedder_free(e);
+    o.precision = NULL;
+    ASSERT_OK(embedder_load("data/embed/tiny-model", &o, &e, NULL));
+    unsetenv("COARCH_PRECISION");
+    ASSERT_STREQ(embedder_precision(e), "int8");
+    fixture_load("data/embed/tiny", 64, &f);
+    ids = malloc(f.n * sizeof(*ids));
+    out = malloc(f.n * 64 * sizeof(float));
+    for (size_t i = 0; i < f.n; i++)
+        ids[i] = f.ids[i];
+    ASSERT_OK(embedder_embed_tokens(e, ids, f.lens, f.n, out));
+    check_parity_min("tiny, int8 through the embedder", &f, out, PARITY_REDUCED_MIN_COSINE);
+    free(ids), free(out);
+    fixture_free(&f);
+    embedder_free(e);
 }
 
 /* AddressSanitizer reserves terabytes of address space: an RLIMIT_AS cap cannot work there. */

@@ -51,6 +51,7 @@
 
 #include "backend.h"
 #include "cpu.h"
+#include "gemm.h"
 #include "kernels.h"
 #include "log.h"
 #include "macro.h"
@@ -106,12 +107,22 @@ enum cpu_threading {
     CPU_THREADING_BLAS,  /* one forward, OpenBLAS threads inside GEMMs */
 };
 
+/* The four weight matrices of a layer, in the order copy_weights() prepares them. */
+enum cpu_matrix {
+    CPU_MATRIX_QKV,  /* [3H, H] */
+    CPU_MATRIX_O,    /* [H, H] */
+    CPU_MATRIX_UP,   /* [FF, H] */
+    CPU_MATRIX_DOWN, /* [H, FF] */
+    CPU_MATRIX_COUNT,
+};
+
 struct cpu_layer {
-    float *wqkv, *bqkv; /* [3H, H], [3H] */
-    float *wo, *bo;
+    struct cpu_gemm_weights mat[CPU_MATRIX_COUNT];
+    float *bqkv; /* [3H] */
+    float *bo;
     float *ln1_g, *ln1_b;
-    float *wup, *bup; /* [FF, H], [FF] */
-    float *wdown, *bdown;
+    float *bup; /* [FF] */
+    float *bdown;
     float *ln2_g, *ln2_b;
 };
 
@@ -124,6 +135,7 @@ struct cpu_worker {
     bool started;
     float *attn;   /* cpu_attention_scratch_floats(max_seq_length, head_dim) */
     float *ffn;    /* FFN_CHUNK x FF */
+    void *gemm;    /* cpu_gemm_scratch_bytes(FF) (bf16 / int8 GEMMs) */
     size_t s0, s1; /* sequences [s0, s1) of the current batch */
     size_t t0;     /* token offset of s0 */
 };
@@ -133,8 +145,11 @@ struct cpu_ctx {
     struct model_config cfg;
     const struct cpu_kernels *k;
     enum cpu_threading threading;
+    enum embed_precision precision;
+    enum cpu_gemm_format format[CPU_MATRIX_COUNT]; /* per matrix kind, from the precision */
 
-    /* Weights: one block, 64-byte aligned pieces. */
+    /* Weights: one block, 64-byte aligned pieces (fp32 matrices included); the bf16/int8
+     * matrices are packed in their own allocations (counted in wbytes). */
     float *wblock;
     size_t wbytes;
     const unsigned char *word_emb; /* in the mapping, unaligned */
@@ -168,12 +183,6 @@ static void *aligned_floats(size_t n)
     return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
 }
 
-static void gemm_nt(size_t M, size_t N, size_t K, const float *A, const float *W, float *C)
-{
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, (blasint)N, (blasint)K, 1.0f,
-                A, (blasint)K, W, (blasint)K, 0.0f, C, (blasint)N);
-}
-
 static bool cpu_supports(const struct model_config *cfg)
 {
     /* The forward pass is generic in every dimension the config loader accepts. */
@@ -186,23 +195,56 @@ static size_t round16(size_t n)
     return (n + 15) & ~(size_t)15;
 }
 
+/*
+ * One weight matrix [n, k] from the mapping: fp32 is copied into the block at *p (which then
+ * advances); bf16/int8 are packed from an aligned copy in `tmp` (the mapping is unaligned).
+ * Either way the mapping's pages for it are released.
+ */
+static int take_matrix(struct cpu_ctx *c, float **p, float *tmp, struct cpu_gemm_weights *w,
+                       enum cpu_gemm_format f, const void *src, size_t n, size_t k)
+{
+    float *dst = f == CPU_GEMM_F32 ? *p : tmp;
+    int r;
+
+    memcpy(dst, src, n * k * sizeof(float));
+    safetensors_release_pages(c->model->weights, src, n * k * sizeof(float));
+    r = cpu_gemm_pack(w, f, dst, n, k);
+    if (r < 0)
+        return r;
+    if (f == CPU_GEMM_F32)
+        *p += round16(n * k);
+    c->wbytes += w->bytes;
+    return 0;
+}
+
 static int copy_weights(struct cpu_ctx *c)
 {
     const struct model *m = c->model;
     const struct model_config *g = &c->cfg;
-    size_t H = g->hidden, FF = g->intermediate, n, per_layer;
-    float *p;
+    const size_t H = g->hidden, FF = g->intermediate;
+    const size_t dims[CPU_MATRIX_COUNT][2] = {{3 * H, H}, {H, H}, {FF, H}, {H, FF}};
+    size_t n, per_layer, tmp_n = 0;
+    float *p, *tmp = NULL;
+    int r = 0;
 
-    per_layer = round16(3 * H * H) + round16(3 * H) + round16(H * H) + 5 * round16(H) +
-                round16(FF * H) + round16(FF) + round16(H * FF) + round16(H);
+    per_layer = round16(3 * H) + 5 * round16(H) + round16(FF) + round16(H);
+    for (int i = 0; i < CPU_MATRIX_COUNT; i++) {
+        if (c->format[i] == CPU_GEMM_F32)
+            per_layer += round16(dims[i][0] * dims[i][1]);
+        else
+            tmp_n = MAX(tmp_n, dims[i][0] * dims[i][1]);
+    }
+    /* QKV is fused from three tensors, so it always goes through a contiguous copy. */
+    tmp_n = MAX(tmp_n, 3 * H * H);
     n = round16((size_t)g->max_position * H) + 3 * round16(H) + per_layer * g->n_layers;
     c->wblock = aligned_floats(n);
-    if (!c->wblock)
-        return -ENOMEM;
-    c->wbytes = n * sizeof(float);
+    tmp = aligned_floats(tmp_n);
     c->layers = calloc(g->n_layers, sizeof(*c->layers));
-    if (!c->layers)
+    if (!c->wblock || !tmp || !c->layers) {
+        free(tmp);
         return -ENOMEM;
+    }
+    c->wbytes = n * sizeof(float);
 
     p = c->wblock;
 #define TAKE(dst, src, count)                                                                      \
@@ -216,38 +258,52 @@ static int copy_weights(struct cpu_ctx *c)
     TAKE(c->type0, m->type_emb, H); /* single-text inputs: token type 0 only */
     TAKE(c->emb_g, m->emb_ln_g, H);
     TAKE(c->emb_b, m->emb_ln_b, H);
-    for (unsigned i = 0; i < g->n_layers; i++) {
+    for (unsigned i = 0; i < g->n_layers && r >= 0; i++) {
         const struct model_layer_weights *w = &m->layers[i];
         struct cpu_layer *l = &c->layers[i];
+        float *qkv = c->format[CPU_MATRIX_QKV] == CPU_GEMM_F32 ? p : tmp;
 
         /* Fused QKV: rows [0,H) are Q, [H,2H) K, [2H,3H) V. */
-        l->wqkv = p;
-        memcpy(p, w->q_w, H * H * sizeof(float));
-        memcpy(p + H * H, w->k_w, H * H * sizeof(float));
-        memcpy(p + 2 * H * H, w->v_w, H * H * sizeof(float));
+        memcpy(qkv, w->q_w, H * H * sizeof(float));
+        memcpy(qkv + H * H, w->k_w, H * H * sizeof(float));
+        memcpy(qkv + 2 * H * H, w->v_w, H * H * sizeof(float));
         safetensors_release_pages(m->weights, w->q_w, H * H * sizeof(float));
         safetensors_release_pages(m->weights, w->k_w, H * H * sizeof(float));
         safetensors_release_pages(m->weights, w->v_w, H * H * sizeof(float));
-        p += round16(3 * H * H);
+        r = cpu_gemm_pack(&l->mat[CPU_MATRIX_QKV], c->format[CPU_MATRIX_QKV], qkv, 3 * H, H);
+        if (r < 0)
+            break;
+        c->wbytes += l->mat[CPU_MATRIX_QKV].bytes;
+        if (qkv == p)
+            p += round16(3 * H * H);
         l->bqkv = p;
         memcpy(p, w->q_b, H * sizeof(float));
         memcpy(p + H, w->k_b, H * sizeof(float));
         memcpy(p + 2 * H, w->v_b, H * sizeof(float));
         p += round16(3 * H);
-        TAKE(l->wo, w->o_w, H * H);
+        r = take_matrix(c, &p, tmp, &l->mat[CPU_MATRIX_O], c->format[CPU_MATRIX_O], w->o_w, H, H);
+        if (r < 0)
+            break;
         TAKE(l->bo, w->o_b, H);
         TAKE(l->ln1_g, w->ln1_g, H);
         TAKE(l->ln1_b, w->ln1_b, H);
-        TAKE(l->wup, w->up_w, FF * H);
+        r = take_matrix(c, &p, tmp, &l->mat[CPU_MATRIX_UP], c->format[CPU_MATRIX_UP], w->up_w, FF,
+                        H);
+        if (r < 0)
+            break;
         TAKE(l->bup, w->up_b, FF);
-        TAKE(l->wdown, w->down_w, H * FF);
+        r = take_matrix(c, &p, tmp, &l->mat[CPU_MATRIX_DOWN], c->format[CPU_MATRIX_DOWN], w->down_w,
+                        H, FF);
+        if (r < 0)
+            break;
         TAKE(l->bdown, w->down_b, H);
         TAKE(l->ln2_g, w->ln2_g, H);
         TAKE(l->ln2_b, w->ln2_b, H);
     }
 #undef TAKE
+    free(tmp);
     c->word_emb = m->word_emb;
-    return 0;
+    return r;
 }
 
 /* Make room for `tokens` rows; grows only, to at most max_tokens. */
@@ -313,7 +369,7 @@ static void forward(struct cpu_ctx *c, struct cpu_worker *w)
         const struct cpu_layer *l = &c->layers[li];
         size_t off = 0, rows = T;
 
-        gemm_nt(T, 3 * H, H, X, l->wqkv, QKV);
+        cpu_gemm(&l->mat[CPU_MATRIX_QKV], X, H, T, QKV, 3 * H, w->gemm);
         if (li + 1 == g->n_layers && cls) {
             /*
              * Last layer, CLS pooling: only each sequence's row 0 is ever read again, so attend
@@ -337,14 +393,14 @@ static void forward(struct cpu_ctx *c, struct cpu_worker *w)
                 off += b->lengths[s];
             }
         }
-        gemm_nt(rows, H, H, C, l->wo, Tm);
+        cpu_gemm(&l->mat[CPU_MATRIX_O], C, H, rows, Tm, H, w->gemm);
         k->add_layernorm(X, Tm, H, l->bo, l->ln1_g, l->ln1_b, rows, H, g->ln_eps);
         for (size_t r = 0; r < rows; r += FFN_CHUNK) {
             size_t n = MIN((size_t)FFN_CHUNK, rows - r);
 
-            gemm_nt(n, FF, H, X + r * H, l->wup, w->ffn);
+            cpu_gemm(&l->mat[CPU_MATRIX_UP], X + r * H, H, n, w->ffn, FF, w->gemm);
             k->bias_gelu(w->ffn, l->bup, n, FF);
-            gemm_nt(n, H, FF, w->ffn, l->wdown, Tm + r * H);
+            cpu_gemm(&l->mat[CPU_MATRIX_DOWN], w->ffn, FF, n, Tm + r * H, H, w->gemm);
         }
         k->add_layernorm(X, Tm, H, l->bdown, l->ln2_g, l->ln2_b, rows, H, g->ln_eps);
     }
@@ -524,6 +580,7 @@ static void *cpu_free(void *ctx)
             pthread_join(c->workers[i].thread, NULL);
         free(c->workers[i].attn);
         free(c->workers[i].ffn);
+        free(c->workers[i].gemm);
     }
     if (c->sync_init) {
         pthread_mutex_destroy(&c->lock);
@@ -533,6 +590,9 @@ static void *cpu_free(void *ctx)
     free(c->workers);
     free(c->offsets);
     free(c->ws);
+    for (unsigned i = 0; c->layers && i < c->cfg.n_layers; i++)
+        for (int j = 0; j < CPU_MATRIX_COUNT; j++)
+            cpu_gemm_weights_release(&c->layers[i].mat[j]);
     free(c->layers);
     free(c->wblock);
     free(c);
@@ -583,13 +643,60 @@ static int warm_up(struct cpu_ctx *c)
     return r;
 }
 
+/*
+ * The GEMM format of each matrix kind for a precision.  int8 keeps the FFN down projection in
+ * bf16: its input (GELU output, 1536 wide, heavy-tailed) and its weights (max/rms up to 5.8) are
+ * the least quantisation-friendly, and quantising it too drops all-MiniLM-L6-v2's worst fixture
+ * cosine from 0.9995 to 0.9975 (docs/embedding.md).  COARCH_CPU_INT8_BF16 overrides which
+ * matrices stay bf16 (a comma-separated subset of qkv,o,up,down, or "none"): a tuning knob.
+ */
+static void choose_formats(enum embed_precision p, enum cpu_gemm_format ret[CPU_MATRIX_COUNT])
+{
+    static const char *const names[CPU_MATRIX_COUNT] = {"qkv", "o", "up", "down"};
+    const char *keep = getenv("COARCH_CPU_INT8_BF16");
+
+    if (!keep)
+        keep = "down";
+
+    for (int i = 0; i < CPU_MATRIX_COUNT; i++) {
+        switch (p) {
+        case EMBED_PRECISION_FP32:
+            ret[i] = CPU_GEMM_F32;
+            break;
+        case EMBED_PRECISION_BF16:
+            ret[i] = CPU_GEMM_BF16;
+            break;
+        case EMBED_PRECISION_INT8:
+            ret[i] = CPU_GEMM_INT8;
+            for (const char *t = keep; *t; t += strcspn(t, ",") + (t[strcspn(t, ",")] != 0)) {
+                size_t len = strlen(names[i]);
+
+                if (strncmp(t, names[i], len) == 0 && (t[len] == ',' || t[len] == 0))
+                    ret[i] = CPU_GEMM_BF16;
+            }
+            break;
+        }
+    }
+}
+
+bool embed_cpu_precision_supported(enum embed_precision p, const char **ret_missing)
+{
+    enum cpu_gemm_format f[CPU_MATRIX_COUNT];
+
+    choose_formats(p, f);
+    for (int i = 0; i < CPU_MATRIX_COUNT; i++)
+        if (!cpu_gemm_supported(f[i], ret_missing))
+            return false;
+    return true;
+}
+
 static int cpu_init(const struct model *model, const struct embed_backend_options *opts,
                     void **ret_ctx)
 {
     const char *mode = getenv("COARCH_CPU_THREADING"), *simd = getenv("COARCH_CPU_KERNELS");
     struct cpu_ctx *c;
     unsigned n_threads;
-    size_t attn_n;
+    size_t attn_n, gemm_n;
     int r;
 
     c = calloc(1, sizeof(*c));
@@ -601,7 +708,16 @@ static int cpu_init(const struct model *model, const struct embed_backend_option
     c->k = (simd && strcmp(simd, "generic") == 0) ? NULL : cpu_kernels_avx512();
     if (!c->k)
         c->k = &cpu_kernels_generic;
-    c->threading = (mode && strcmp(mode, "blas") == 0) ? CPU_THREADING_BLAS : CPU_THREADING_SPLIT;
+    c->precision = opts ? opts->precision : EMBED_PRECISION_FP32;
+    if (!embed_cpu_precision_supported(c->precision, NULL)) {
+        r = -ENOTSUP;
+        goto out_free;
+    }
+    choose_formats(c->precision, c->format);
+    /* Only OpenBLAS has threads of its own: the bf16/int8 GEMMs always run in split mode. */
+    c->threading = (mode && strcmp(mode, "blas") == 0 && c->precision == EMBED_PRECISION_FP32)
+                       ? CPU_THREADING_BLAS
+                       : CPU_THREADING_SPLIT;
     c->max_tokens = opts && opts->max_batch_tokens ? opts->max_batch_tokens : DEFAULT_MAX_TOKENS;
     n_threads = opts && opts->n_threads ? opts->n_threads : online_cpus();
     n_threads = CLAMP(n_threads, 1u, (unsigned)MAX_THREADS);
@@ -624,15 +740,20 @@ static int cpu_init(const struct model *model, const struct embed_backend_option
         goto out_free;
     }
     attn_n = cpu_attention_scratch_floats(c->cfg.max_seq_length, c->cfg.head_dim);
+    gemm_n = c->precision == EMBED_PRECISION_FP32
+                 ? 64
+                 : cpu_gemm_scratch_bytes(MAX(c->cfg.hidden, c->cfg.intermediate));
     for (unsigned i = 0; i < c->n_workers; i++) {
         c->workers[i].ctx = c;
         c->workers[i].attn = aligned_floats(attn_n);
         c->workers[i].ffn = aligned_floats((size_t)FFN_CHUNK * c->cfg.intermediate);
-        if (!c->workers[i].attn || !c->workers[i].ffn) {
+        c->workers[i].gemm = aligned_alloc(64, gemm_n);
+        if (!c->workers[i].attn || !c->workers[i].ffn || !c->workers[i].gemm) {
             r = -ENOMEM;
             goto out_free;
         }
-        c->scratch_bytes += (attn_n + (size_t)FFN_CHUNK * c->cfg.intermediate) * sizeof(float);
+        c->scratch_bytes +=
+            (attn_n + (size_t)FFN_CHUNK * c->cfg.intermediate) * sizeof(float) + gemm_n;
     }
     if (c->n_workers > 1) {
         pthread_mutex_init(&c->lock, NULL);
@@ -649,8 +770,12 @@ static int cpu_init(const struct model *model, const struct embed_backend_option
     r = warm_up(c);
     if (r < 0)
         goto out_free;
-    log_debug("embed/cpu: kernels %s, openblas %s (%s), %u %s thread(s), max %zu tokens/batch",
-              c->k->name, openblas_get_corename(), openblas_get_config(), n_threads,
+    log_debug("embed/cpu: %s GEMMs (qkv %s, o %s, up %s, down %s), kernels %s, openblas %s (%s), "
+              "%u %s thread(s), max %zu tokens/batch",
+              embed_precision_name(c->precision), cpu_gemm_format_name(c->format[0]),
+              cpu_gemm_format_name(c->format[1]), cpu_gemm_format_name(c->format[2]),
+              cpu_gemm_format_name(c->format[3]), c->k->name, openblas_get_corename(),
+              openblas_get_config(), n_threads,
               c->threading == CPU_THREADING_BLAS ? "BLAS" : "split", c->max_tokens);
     *ret_ctx = c;
     return 0;

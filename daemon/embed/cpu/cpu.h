@@ -5,6 +5,10 @@
 #ifndef COARCH_EMBED_CPU_H
 #define COARCH_EMBED_CPU_H
 
+#include <stdbool.h>
+
+#include "backend.h"
+
 /*
  * Make sure OpenBLAS runs its AVX-512 sgemm kernels on an AVX-512 CPU.  Debian's OpenBLAS 0.3.21
  * picks its kernels once, in its library constructor (before main()), from the CPU model and
@@ -17,5 +21,12 @@
  * then runs on with the slower kernels).  An explicit OPENBLAS_CORETYPE always wins.
  */
 int embed_cpu_setup_process(char **argv);
+
+/*
+ * Whether the CPU backend can run precision `p` on this CPU (bf16 needs AVX512_BF16, int8
+ * AVX512_VNNI, both AVX-512F/BW/VL/DQ); when not, *ret_missing (if not NULL) names the missing
+ * instructions.  The backend's init() returns -ENOTSUP in that case; this says why.
+ */
+bool embed_cpu_precision_supported(enum embed_precision p, const char **ret_missing);
 
 #endif

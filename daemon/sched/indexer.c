@@ -175,6 +175,9 @@ struct run {
 
     int64_t created_ns;
     double t0;
+    /* What earlier runs of this job committed (its row, when a killed daemon resumes it):
+     * progress goes on from there instead of restarting at zero. */
+    uint64_t base_files, base_chunks;
 };
 
 static void set_message(struct run *run, const char *fmt, ...) _printf_(2, 3);
@@ -209,8 +212,8 @@ static void report(struct run *run)
     struct indexer_progress *p = run->p;
 
     p->elapsed_s = now_s() - run->t0;
-    if (p->chunks_done > 0 && p->embed_s > 0) {
-        double rate = (double)p->chunks_done / (p->elapsed_s - p->scan_s);
+    if (p->chunks_done > run->base_chunks && p->embed_s > 0) {
+        double rate = (double)(p->chunks_done - run->base_chunks) / (p->elapsed_s - p->scan_s);
         p->chunks_per_s = rate;
         p->eta_s = p->chunks_total > p->chunks_done && rate > 0
                        ? (double)(p->chunks_total - p->chunks_done) / rate
@@ -264,6 +267,12 @@ static bool cancelled(const struct run *run)
 static int put_job_row(struct run *run, struct store_txn *t, uint32_t state, int error)
 {
     struct indexer_progress *p = run->p;
+    uint64_t uncommitted = 0;
+
+    /* The row counts what this commit makes durable, which a resumed run starts from: not the
+     * embedded chunks of files still waiting for the rest of their chunks. */
+    for (size_t i = 0; i < run->n_pend; i++)
+        uncommitted += run->pend[i].embedded;
     struct store_job j = {
         .id = run->job->id,
         .repo_id = run->job->repo_id,
@@ -273,7 +282,7 @@ static int put_job_row(struct run *run, struct store_txn *t, uint32_t state, int
         .updated_ns = realtime_ns(),
         .files_done = p->files_done,
         .files_total = p->files_total,
-        .chunks_done = p->chunks_done,
+        .chunks_done = p->chunks_done - uncommitted,
         .chunks_total = p->chunks_total,
         .cursor = run->cursor,
         .cursor_len = strlen(run->cursor),
@@ -546,9 +555,9 @@ static int phase_scan(struct run *run)
             set_message(run, "scanning %s failed: %s", run->job->root, strerror(-r));
         goto out;
     }
-    run->p->files_total = run->n_todo;
+    run->p->files_total = run->base_files + run->n_todo;
     /* Rough chunk estimate until real counts arrive: one chunk per ~1 KiB of code. */
-    run->p->chunks_total = run->p->bytes_total / 1024 + run->n_todo;
+    run->p->chunks_total = run->base_chunks + run->p->bytes_total / 1024 + run->n_todo;
 
     if (v.n > 0 || run->force) {
         r = ensure_wtx(run);
@@ -683,13 +692,13 @@ static int enqueue_next_file(struct run *run)
     run->queued += f.chunks.n;
     /* Refine the estimate: chunks so far per byte so far, times bytes left. */
     run->p->bytes_done += td->size;
-    uint64_t known = run->p->chunks_done + run->queued;
+    uint64_t known = run->p->chunks_done - run->base_chunks + run->queued;
     if (run->p->bytes_done > 0 && run->p->bytes_total > run->p->bytes_done)
-        run->p->chunks_total =
-            known + (uint64_t)((double)known / (double)run->p->bytes_done *
-                               (double)(run->p->bytes_total - run->p->bytes_done));
+        run->p->chunks_total = run->base_chunks + known +
+                               (uint64_t)((double)known / (double)run->p->bytes_done *
+                                          (double)(run->p->bytes_total - run->p->bytes_done));
     else
-        run->p->chunks_total = known;
+        run->p->chunks_total = run->base_chunks + known;
     return 0;
 fail:
     pending_release(&f);
@@ -947,8 +956,17 @@ static int load_job_row(struct run *run)
     r = store_read_begin(run->env->store, &t);
     if (r < 0)
         return r;
-    if (store_job_get(t, run->job->id, &j) == 0)
+    if (store_job_get(t, run->job->id, &j) == 0) {
         run->created_ns = j.created_ns;
+        /* A job interrupted by a kill or a stop: files and chunks its checkpoints committed
+         * are skipped by this run's scan, so they count as done from the start. */
+        if (j.state == JOB_STATE_QUEUED || j.state == JOB_STATE_RUNNING) {
+            run->base_files = j.files_done;
+            run->base_chunks = j.chunks_done;
+            run->p->files_done = j.files_done;
+            run->p->chunks_done = j.chunks_done;
+        }
+    }
     store_read_end(t);
     return 0;
 }

@@ -74,6 +74,7 @@ struct engine {
      * batch runs); the backend name is a static string. */
     atomic_uint model_dim;
     _Atomic(const char *) model_backend;
+    _Atomic(const char *) model_precision; /* COARCH_PRECISION as the backend runs it */
     char emb_error[512];
     struct tokens count_tokens; /* worker thread only (the chunker's token counter) */
 
@@ -161,9 +162,11 @@ static int ensure_embedder(struct engine *e)
         return r;
     }
     atomic_store(&e->model_backend, embedder_backend_name(e->emb));
+    atomic_store(&e->model_precision, embedder_precision(e->emb));
     atomic_store(&e->model_dim, embedder_dim(e->emb));
-    log_info("model %s loaded (%u dims, max %u tokens, %s backend)", e->model_name,
-             embedder_dim(e->emb), embedder_max_seq_length(e->emb), embedder_backend_name(e->emb));
+    log_info("model %s loaded (%u dims, max %u tokens, %s backend, %s)", e->model_name,
+             embedder_dim(e->emb), embedder_max_seq_length(e->emb), embedder_backend_name(e->emb),
+             embedder_precision(e->emb));
     return 0;
 }
 
@@ -1638,14 +1641,16 @@ static int pack_model(msgpack_packer *pk, void *userdata)
     struct engine *e = userdata;
     unsigned dim = atomic_load(&e->model_dim);
     const char *backend = atomic_load(&e->model_backend);
+    const char *precision = atomic_load(&e->model_precision);
     int r;
 
-    r = msgpack_pack_map(pk, 5);
+    r = msgpack_pack_map(pk, 6);
     r |= proto_pack_kv_str(pk, "name", e->model_name);
     r |= proto_pack_kv_str(pk, "dir", e->model_dir);
     r |= proto_pack_kv_bool(pk, "loaded", dim > 0);
     r |= proto_pack_kv_uint(pk, "dim", dim);
     r |= proto_pack_kv_str(pk, "backend", backend ? backend : "");
+    r |= proto_pack_kv_str(pk, "precision", precision ? precision : "");
     return r ? -ENOMEM : 0;
 }
 

@@ -341,7 +341,7 @@ static void on_job_done(void *userdata)
     j->has_progress = true;
     j->error = dp->r < 0 ? dp->r : 0;
     j->scan_errors = dp->res.scan.errors;
-    j->file_errors = dp->res.n_errors;
+    j->file_errors = dp->res.errors_total;
     snprintf(j->message, sizeof(j->message), "%s", dp->res.message);
     if (dp->r >= 0)
         j->state = JOB_STATE_DONE;

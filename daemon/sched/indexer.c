@@ -196,6 +196,7 @@ static void note_file_error(struct run *run, const char *path, int error)
     struct indexer_file_error *n;
 
     log_debug("indexer: %s: %s", path, strerror(-error));
+    res->errors_total++;
     if (res->n_errors >= INDEXER_MAX_REPORTED_ERRORS)
         return;
     n = array_realloc(res->errors, res->n_errors + 1, sizeof(*n));

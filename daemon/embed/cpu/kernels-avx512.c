@@ -203,6 +203,41 @@ static ALWAYS_INLINE void attn_rows(const float *qkv, size_t ld_qkv, const float
             ctx + (i0 + r) * ld_ctx + 16 * c, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inv[r])));
 }
 
+/* Transpose the 16 x 16 block r[row][col] in place (unpack pairs, then pairs of pairs, then
+ * 128-bit lanes twice). */
+static ALWAYS_INLINE void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i += 2)
+    {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i += 4)
+    {
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    _Pragma("GCC unroll 16") for (int i = 0; i < 4; i++)
+    {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    _Pragma("GCC unroll 16") for (int i = 0; i < 8; i++)
+    {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
 #define ATTN_HEAD(NC)                                                                              \
     do {                                                                                           \
         size_t i = 0;                                                                              \
@@ -231,15 +266,20 @@ static void avx512_attention(const float *qkv, size_t ld_qkv, const float *bqkv,
     for (unsigned h = 0; h < n_heads; h++) {
         size_t qo = (size_t)h * D, ko = H + qo, vo = 2 * H + qo;
 
-        /* K^T with bias; padding key columns are zero (their scores are never used). */
-        for (size_t j = 0; j < L; j++) {
-            const float *k = qkv + j * ld_qkv + ko;
-            for (size_t d = 0; d < D; d++)
-                Kt[d * lp + j] = k[d] + bqkv[ko + d];
-        }
-        for (size_t d = 0; d < D; d++)
-            for (size_t j = L; j < lp; j++)
-                Kt[d * lp + j] = 0.0f;
+        /* K^T with bias, 16 x 16 blocks at a time; padding key columns are zero. */
+        for (size_t jb = 0; jb < lp; jb += 16)
+            for (size_t d0 = 0; d0 < D; d0 += 16) {
+                __m512 r[16], kb = _mm512_loadu_ps(bqkv + ko + d0);
+
+                _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) r[i] =
+                    jb + (size_t)i < L
+                        ? _mm512_add_ps(_mm512_loadu_ps(qkv + (jb + (size_t)i) * ld_qkv + ko + d0),
+                                        kb)
+                        : _mm512_setzero_ps();
+                transpose16(r);
+                _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)
+                    _mm512_store_ps(Kt + (d0 + (size_t)i) * lp + jb, r[i]);
+            }
         for (size_t j = 0; j < L; j++)
             for (size_t c = 0; c < D; c += 16)
                 _mm512_store_ps(V + j * D + c,

@@ -404,13 +404,13 @@ bool jobs_find(struct tclient *c, uint64_t id, struct job_info *ret)
     return found;
 }
 
-size_t search_count(struct tclient *c, const char *repo, const char *query, unsigned k)
+struct proto_msg *search_call(struct tclient *c, const char *repo, const char *query, unsigned k,
+                              const msgpack_object **ret_results)
 {
     uint32_t id = tclient_next_id(c);
     msgpack_packer *pk = tclient_begin(c, id, "search", 3);
     struct proto_msg *m = NULL;
     const msgpack_object *results;
-    size_t n;
 
     ASSERT_TRUE(pk != NULL);
     ASSERT_OK(proto_pack_kv_str(pk, "query", query));
@@ -422,7 +422,17 @@ size_t search_count(struct tclient *c, const char *repo, const char *query, unsi
     ASSERT_EQ(tmsg_error_code(m), 0);
     results = proto_map_get(&m->result, "results");
     ASSERT_TRUE(results != NULL && results->type == MSGPACK_OBJECT_ARRAY);
-    n = results->via.array.size;
+    ASSERT_LE(results->via.array.size, k);
+    *ret_results = results;
+    return m;
+}
+
+size_t search_count(struct tclient *c, const char *repo, const char *query, unsigned k)
+{
+    const msgpack_object *results;
+    struct proto_msg *m = search_call(c, repo, query, k, &results);
+    size_t n = results->via.array.size;
+
     proto_msg_free(m);
     return n;
 }

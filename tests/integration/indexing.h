@@ -61,6 +61,11 @@ void index_call(struct tclient *c, const char *path, bool wait, int timeout_ms,
 /* The job `id` in the `jobs` list; false when it is not there. */
 bool jobs_find(struct tclient *c, uint64_t id, struct job_info *ret);
 
+/* `search {query, repo, k}`, asserted to succeed with at most k results: the response (free
+ * it with proto_msg_free()) and its results array (inside it). */
+struct proto_msg *search_call(struct tclient *c, const char *repo, const char *query, unsigned k,
+                              const msgpack_object **ret_results);
+
 /* Number of results of `search {query, repo, k}` (asserts the call succeeds). */
 size_t search_count(struct tclient *c, const char *repo, const char *query, unsigned k);
 

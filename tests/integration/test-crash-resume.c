@@ -922,25 +922,12 @@ struct hit {
 static size_t search_hits(struct tclient *c, const char *repo, const char *query, struct hit *hits,
                           size_t k)
 {
-    uint32_t id = tclient_next_id(c);
-    msgpack_packer *pk = tclient_begin(c, id, "search", 3);
-    struct proto_msg *m = NULL;
     const msgpack_object *results;
+    struct proto_msg *m = search_call(c, repo, query, (unsigned)k, &results);
     size_t n;
 
-    ASSERT_TRUE(pk != NULL);
-    ASSERT_OK(proto_pack_kv_str(pk, "query", query));
-    ASSERT_OK(proto_pack_kv_str(pk, "repo", repo));
-    ASSERT_OK(proto_pack_kv_uint(pk, "k", k));
-    ASSERT_OK(tclient_end(c));
-    ASSERT_OK(tclient_read_response(c, 60000, NULL, &m));
-    ASSERT_EQ(m->id, id);
-    ASSERT_EQ(tmsg_error_code(m), 0);
-    results = proto_map_get(&m->result, "results");
-    ASSERT_TRUE(results != NULL && results->type == MSGPACK_OBJECT_ARRAY);
     n = results->via.array.size;
     ASSERT_GT(n, 0);
-    ASSERT_LE(n, k);
     for (size_t i = 0; i < n; i++) {
         const msgpack_object *h = &results->via.array.ptr[i];
         const char *p;

@@ -595,6 +595,67 @@ TEST(kernels_simd_match_generic)
     free(a), free(b), free(y), free(bias), free(gam), free(bet);
 }
 
+/* Skip (exit 77 if nothing else ran) when this CPU cannot run precision p. */
+static void require_precision(enum embed_precision p)
+{
+    static char why[256];
+    const char *missing = NULL;
+
+    if (!embed_cpu_precision_supported(p, &missing)) {
+        snprintf(why, sizeof(why), "%s: this CPU or build lacks %s", embed_precision_name(p),
+                 missing);
+        TEST_SKIP(why);
+    }
+}
+
+/*
+ * The bf16 attention (bf16 and int8 precisions) against the fp32 reference: q, k, p and v are
+ * rounded to 8 significant bits, so the context moves by about 2^-8 of its scale; the rows a
+ * CLS-pooled last layer asks for alone are the same as in the full run.
+ */
+TEST(kernels_attention_bf16)
+{
+    static const size_t lens[] = {1, 2, 3, 4, 5, 16, 17, 31, 32, 33, 64, 100, 256};
+    static const unsigned dims[][2] = {{12, 32}, {2, 64}, {4, 16}, {3, 48}};
+    double worst = 0, sq = 0;
+    size_t count = 0;
+
+    require_precision(EMBED_PRECISION_BF16);
+    for (size_t di = 0; di < ELEMENTSOF(dims); di++) {
+        unsigned heads = dims[di][0], hd = dims[di][1];
+        size_t H = (size_t)heads * hd;
+
+        for (size_t li = 0; li < ELEMENTSOF(lens); li++) {
+            size_t L = lens[li], nq = L > 5 ? 5 : 1;
+            float *qkv = malloc(L * 3 * H * sizeof(float)), *bq = malloc(3 * H * sizeof(float));
+            float *c1 = calloc(L * H, sizeof(float)), *c2 = calloc(L * H, sizeof(float));
+            float *s = aligned_alloc(64, (cpu_attention_scratch_floats(L, hd) * 4 + 63) & ~63u);
+
+            fill(qkv, L * 3 * H, 2);
+            fill(bq, 3 * H, 0.5f);
+            cpu_attention_bf16(qkv, 3 * H, bq, c1, H, L, L, heads, hd, s);
+            cpu_kernels_generic.attention(qkv, 3 * H, bq, c2, H, L, L, heads, hd, s);
+            for (size_t i = 0; i < L * H; i++) {
+                double d = fabs((double)c1[i] - c2[i]);
+                worst = fmax(worst, d);
+                sq += d * d;
+                count++;
+            }
+            if (max_abs_diff(c1, c2, L * H) >= 0.05)
+                test_fail(__FILE__, __LINE__, "bf16 attention heads %u x %u, L %zu: max diff %g",
+                          heads, hd, L, max_abs_diff(c1, c2, L * H));
+            memset(c2, 0, L * H * sizeof(float));
+            cpu_attention_bf16(qkv, 3 * H, bq, c2, H, L, nq, heads, hd, s);
+            ASSERT_BELOW(max_abs_diff(c1, c2, nq * H), 1e-6);
+            ASSERT_TRUE(L == nq || c2[nq * H] == 0.0f);
+            free(qkv), free(bq), free(c1), free(c2), free(s);
+        }
+    }
+    printf("  bf16 attention vs fp32: max diff %.3g, rms %.3g (values in [-2.5, 2.5])\n", worst,
+           sqrt(sq / (double)count));
+    ASSERT_BELOW(sqrt(sq / (double)count), 0.01);
+}
+
 /* ---- backend on a generated model ---- */
 
 static double cosine(const float *a, const float *b, size_t n)
@@ -623,19 +684,6 @@ static struct embed_backend open_cpu_precision(const struct model *m, unsigned t
 static struct embed_backend open_cpu(const struct model *m, unsigned threads, size_t max_tokens)
 {
     return open_cpu_precision(m, threads, max_tokens, EMBED_PRECISION_FP32);
-}
-
-/* Skip (exit 77 if nothing else ran) when this CPU cannot run precision p. */
-static void require_precision(enum embed_precision p)
-{
-    static char why[256];
-    const char *missing = NULL;
-
-    if (!embed_cpu_precision_supported(p, &missing)) {
-        snprintf(why, sizeof(why), "%s: this CPU or build lacks %s", embed_precision_name(p),
-                 missing);
-        TEST_SKIP(why);
-    }
 }
 
 static void check_backend_invariances(const char *pooling, enum embed_precision p)

@@ -143,7 +143,8 @@ struct cpu_worker {
 struct cpu_ctx {
     const struct model *model;
     struct model_config cfg;
-    const struct cpu_kernels *k;
+    const struct cpu_kernels *k; /* &kern */
+    struct cpu_kernels kern;     /* the chosen kernels; attention in bf16 for bf16/int8 */
     enum cpu_threading threading;
     enum embed_precision precision;
     enum cpu_gemm_format format[CPU_MATRIX_COUNT]; /* per matrix kind, from the precision */
@@ -714,6 +715,14 @@ static int cpu_init(const struct model *model, const struct embed_backend_option
         goto out_free;
     }
     choose_formats(c->precision, c->format);
+    /* The reduced precisions also take attention's two products in bf16 (kernels.h). */
+    c->kern = *c->k;
+#ifdef COARCH_HAVE_AVX512_GEMM
+    if (c->precision != EMBED_PRECISION_FP32 && c->k != &cpu_kernels_generic &&
+        c->cfg.head_dim % 32 == 0 && c->cfg.head_dim <= 64)
+        c->kern.attention = cpu_attention_bf16;
+#endif
+    c->k = &c->kern;
     /* Only OpenBLAS has threads of its own: the bf16/int8 GEMMs always run in split mode. */
     c->threading = (mode && strcmp(mode, "blas") == 0 && c->precision == EMBED_PRECISION_FP32)
                        ? CPU_THREADING_BLAS

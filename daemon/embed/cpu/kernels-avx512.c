@@ -5,44 +5,19 @@
  * head size other than 16, 32 or 64) fall back to the generic
  * kernels, so every model still runs.
  *
- * Attention works per (sequence, head) on a transposed, bias-added copy of K ([d][j], so the
- * scores of one query against 16 keys are head_dim broadcast-FMAs) and a bias-added copy of V
- * ([j][d]); queries go four rows at a time so every K and V load feeds four rows.  The softmax
- * is exact over the sequence's own keys: packed batches need no mask.
+ * Attention works per (sequence, head) on a transposed, bias-added copy of K ([d][j], built by
+ * 16 x 16 register transposes, so the scores of one query against 16 keys are head_dim
+ * broadcast-FMAs) and a bias-added copy of V ([j][d]); queries go four rows at a time so every
+ * K and V load feeds four rows, and keys 32 at a time so eight FMA chains are in flight.  The
+ * softmax is exact over the sequence's own keys: packed batches need no mask.  The bf16 and
+ * int8 precisions use attention-bf16.c instead, the same layout in bf16 pairs.
  */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #include "kernels.h"
-
-#define EXP_HI 88.3762626647949f
-#define EXP_LO -88.3762626647949f
-#define LOG2EF 1.44269504088896341f
-#define EXP_C1 0.693359375f
-#define EXP_C2 -2.12194440e-4f
-
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
-static ALWAYS_INLINE __m512 exp512(__m512 x)
-{
-    __m512 fx, z, p;
-
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
-    fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(LOG2EF)),
-                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(EXP_C1), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(EXP_C2), x);
-    z = _mm512_mul_ps(x, x);
-    p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, z, x), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, fx);
-}
+#include "simd-avx512.h"
 
 static ALWAYS_INLINE __m512 erf512(__m512 x)
 {
@@ -146,16 +121,28 @@ static ALWAYS_INLINE void attn_rows(const float *qkv, size_t ld_qkv, const float
         _mm512_store_ps(qs + r * D + 16 * c, _mm512_mul_ps(q, vscale));
     }
 
-    /* Scores: S[r][j] = q_r . k_j for 16 keys at a time. */
-    for (size_t jb = 0; jb < lp; jb += 16) {
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r][0] = _mm512_setzero_ps();
+    /* Scores: S[r][j] = q_r . k_j for 32 keys at a time (lp is a multiple of 32): two
+     * accumulators per row, so 8 independent FMA chains hide the FMA latency. */
+    for (size_t jb = 0; jb < lp; jb += 32) {
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] =
+            _mm512_setzero_ps();
         for (int d = 0; d < D; d++) {
-            __m512 kv = _mm512_load_ps(Kt + (size_t)d * lp + jb);
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r][0] =
-                _mm512_fmadd_ps(_mm512_set1_ps(qs[r * D + d]), kv, acc[r][0]);
+            __m512 k0 = _mm512_load_ps(Kt + (size_t)d * lp + jb);
+            __m512 k1 = _mm512_load_ps(Kt + (size_t)d * lp + jb + 16);
+
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+            {
+                __m512 q = _mm512_set1_ps(qs[r * D + d]);
+
+                acc[r][0] = _mm512_fmadd_ps(q, k0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(q, k1, acc[r][1]);
+            }
         }
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        {
             _mm512_store_ps(S + r * lp + jb, acc[r][0]);
+            _mm512_store_ps(S + r * lp + jb + 16, acc[r][1]);
+        }
     }
 
     /* Softmax over the L real keys; the padding lanes of the last block become 0. */
@@ -203,41 +190,6 @@ static ALWAYS_INLINE void attn_rows(const float *qkv, size_t ld_qkv, const float
             ctx + (i0 + r) * ld_ctx + 16 * c, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inv[r])));
 }
 
-/* Transpose the 16 x 16 block r[row][col] in place (unpack pairs, then pairs of pairs, then
- * 128-bit lanes twice). */
-static ALWAYS_INLINE void transpose16(__m512 r[16])
-{
-    __m512 t[16];
-
-    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i += 2)
-    {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i += 4)
-    {
-        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
-        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
-
-        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    _Pragma("GCC unroll 16") for (int i = 0; i < 4; i++)
-    {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
-    }
-    _Pragma("GCC unroll 16") for (int i = 0; i < 8; i++)
-    {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-    }
-}
-
 #define ATTN_HEAD(NC)                                                                              \
     do {                                                                                           \
         size_t i = 0;                                                                              \
@@ -253,7 +205,7 @@ static void avx512_attention(const float *qkv, size_t ld_qkv, const float *bqkv,
                              size_t ld_ctx, size_t L, size_t nq, unsigned n_heads,
                              unsigned head_dim, float *scratch)
 {
-    const size_t D = head_dim, H = (size_t)n_heads * head_dim, lp = (L + 15) & ~(size_t)15;
+    const size_t D = head_dim, H = (size_t)n_heads * head_dim, lp = (L + 31) & ~(size_t)31;
     const float scale = 1.0f / sqrtf((float)head_dim);
     float *Kt = scratch, *V = Kt + D * lp, *S = V + lp * D, *qs = S + 4 * lp;
 

@@ -72,8 +72,9 @@ size_t cpu_attention_scratch_floats(size_t max_len, unsigned head_dim)
 {
     size_t lp = (max_len + 15) & ~(size_t)15, d = ((size_t)head_dim + 15) & ~(size_t)15;
 
-    /* K^T [d][lp], V [lp][d], 4 score rows [lp], 4 scaled query rows [d], alignment slack. */
-    return d * lp + lp * d + 4 * lp + 4 * d + 64;
+    /* K^T [d][lp], V [lp][d], 4 score rows [lp], 4 scaled query rows [d], alignment slack;
+     * the bf16 kernel's keys padded to 32 and its 4 rows of probability pairs take the rest. */
+    return d * lp + lp * d + 4 * lp + 4 * d + 64 + 2 * lp + 32 * d + 256;
 }
 
 static void generic_add_layernorm(float *x, const float *y, size_t ld, const float *bias,

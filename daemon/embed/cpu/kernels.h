@@ -45,6 +45,17 @@ struct cpu_kernels {
 
 size_t cpu_attention_scratch_floats(size_t max_len, unsigned head_dim);
 
+/*
+ * Self-attention as cpu_kernels.attention, with its two products (Q K^T and P V) in bf16 pairs
+ * through AVX512_BF16 `vdpbf16ps` and fp32 sums; the scores, the softmax and the normalisation
+ * stay fp32 (attention-bf16.c).  For the bf16 and int8 precisions only: call it only when
+ * cpu_gemm_supported(CPU_GEMM_BF16) said yes.  Head sizes other than 32 and 64 go to the fp32
+ * kernel.  Not built (and never to be called) without COARCH_HAVE_AVX512_GEMM.
+ */
+void cpu_attention_bf16(const float *qkv, size_t ld_qkv, const float *bqkv, float *ctx,
+                        size_t ld_ctx, size_t L, size_t n_queries, unsigned n_heads,
+                        unsigned head_dim, float *scratch);
+
 extern const struct cpu_kernels cpu_kernels_generic;
 /* NULL unless built for x86-64 and this CPU has AVX-512F/DQ/BW/VL. */
 const struct cpu_kernels *cpu_kernels_avx512(void);

@@ -146,21 +146,34 @@ void cpu_gemm_bf16_avx512(const struct cpu_gemm_weights *w, const float *A, size
 /* ---- int8 ---- */
 
 /*
- * Row a's outlier channels, as cpu_gemm_pick_outliers() picks them: one vector pass offering
- * only the lanes above the current fourth largest |a| (about 4 ln(k / 4) offers per row).
+ * Row a's outlier channels, exactly as cpu_gemm_pick_outliers() picks them: the top 4 |a| by
+ * (value desc, index asc), in one vector pass that offers only lanes that can still make it.
+ * `hint` (n_hint entries, the previous row's channels, or none) only speeds this up: the four
+ * values of this row at those channels are four distinct elements, so the fourth largest |a| of
+ * the row is at least their minimum T, and elements below T cannot be picked.  Skipping them
+ * leaves the result unchanged (the offer keeps the top 4 of whatever it is offered, in order),
+ * so a row's channels never depend on its neighbours.  BERT's outliers sit in the same few
+ * channels in every token, so with the hint a row costs a handful of offers, not ~4 ln(k / 4).
  */
-static size_t pick_outliers(const float *a, size_t k, uint32_t idx[CPU_GEMM_OUTLIERS])
+static size_t pick_outliers(const float *a, size_t k, const uint32_t *hint, size_t n_hint,
+                            uint32_t idx[CPU_GEMM_OUTLIERS])
 {
-    float best[CPU_GEMM_OUTLIERS], thr = -1.0f;
+    float best[CPU_GEMM_OUTLIERS], thr = -1.0f, floor = -1.0f;
     size_t n = 0;
 
     if (k < CPU_GEMM_MIN_K_OUTLIERS)
         return 0;
+    if (n_hint == CPU_GEMM_OUTLIERS) {
+        floor = INFINITY;
+        for (size_t j = 0; j < n_hint; j++)
+            floor = fminf(floor, fabsf(a[hint[j]]));
+    }
     for (size_t k0 = 0; k0 < k; k0 += 16) {
         __mmask16 valid = lanes(k - k0);
         __m512 x = _mm512_abs_ps(_mm512_maskz_loadu_ps(valid, a + k0));
-        unsigned m = _mm512_mask_cmp_ps_mask(valid, x, _mm512_set1_ps(thr), _CMP_GT_OQ);
+        unsigned m = _mm512_mask_cmp_ps_mask(valid, x, _mm512_set1_ps(floor), _CMP_GE_OQ);
 
+        m = _mm512_mask_cmp_ps_mask((__mmask16)m, x, _mm512_set1_ps(thr), _CMP_GT_OQ);
         while (m) {
             unsigned lane = (unsigned)__builtin_ctz(m);
 
@@ -200,7 +213,7 @@ static size_t quantize_u8(const float *A, size_t lda, size_t mb, size_t mbp, siz
                 s->res[r * CPU_GEMM_OUTLIERS + j] = 0, out[j] = 0;
             continue;
         }
-        n_out = pick_outliers(a, k, out);
+        n_out = pick_outliers(a, k, r > 0 ? out - CPU_GEMM_OUTLIERS : NULL, r > 0 ? n_out : 0, out);
         for (size_t j = 0; j < n_out; j++)
             s->keep[out[j] / 16] &= (uint16_t) ~(1u << (out[j] % 16));
         /* The row's range over the channels that are not outliers. */

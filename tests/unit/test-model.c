@@ -1042,6 +1042,7 @@ static char *minilm_dir(void)
  */
 static void parity_minilm_ids_precision(enum embed_precision p, double min_cosine)
 {
+    struct embed_backend_memory mem;
     struct fixture f;
     struct model *m = NULL;
     struct embed_backend b;
@@ -1070,6 +1071,9 @@ static void parity_minilm_ids_precision(enum embed_precision p, double min_cosin
            "= %.0f tokens/CPU-s (openblas %s)\n",
            embed_precision_name(p), f.n_tokens, secs, (double)f.n_tokens / secs, cpu,
            (double)f.n_tokens / cpu, openblas_get_corename());
+    ASSERT_OK(b.ops->get_memory(b.ctx, &mem));
+    printf("  %s: weights %.1f MB, workspace %.1f MB\n", embed_precision_name(p),
+           (double)mem.weights / 1e6, (double)mem.workspace / 1e6);
     snprintf(what, sizeof(what), "all-MiniLM-L6-v2 (mean, 6 layers, %s)", embed_precision_name(p));
     check_parity_min(what, &f, out, min_cosine);
     free(out);

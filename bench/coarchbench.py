@@ -270,6 +270,16 @@ class Daemon:
             self.log.close()
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a running process (/proc/PID/stat); None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_job(daemon, job_id, every_s=0.2, sample=None, timeout_s=None):
     """Polls the job until it ends (or the daemon dies); calls sample() each round.  Returns the
     last job object (None when the daemon died first)."""

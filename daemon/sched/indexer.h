@@ -118,7 +118,7 @@ struct indexer_result {
     struct indexer_file_error *errors; /* up to INDEXER_MAX_REPORTED_ERRORS */
     size_t n_errors;
     uint64_t errors_total; /* files that could not be indexed, reported or not */
-    char message[256]; /* a sentence when indexer_run() failed */
+    char message[256];     /* a sentence when indexer_run() failed */
 };
 
 #define INDEXER_MAX_REPORTED_ERRORS 100

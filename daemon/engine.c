@@ -3,6 +3,7 @@
  */
 #include "engine.h"
 
+#include "cpu.h"
 #include "daemon.h"
 #include "embedder.h"
 #include "governor.h"
@@ -1741,7 +1742,7 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
     struct engine *e = calloc(1, sizeof(*e));
     struct governor_params gp;
     char err[256];
-    const char *model;
+    const char *model, *precision;
     int r;
 
     if (!e)
@@ -1761,6 +1762,22 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
     if (r < 0) {
         log_error("%s", err);
         goto fail;
+    }
+    /* COARCH_PRECISION applies when the model loads; a bad one stops coarchd now, like the
+     * other settings (the CPU backend is the only one, so its instructions are what matter). */
+    precision = getenv("COARCH_PRECISION");
+    if (precision && precision[0]) {
+        enum embed_precision p;
+        const char *missing = NULL;
+
+        r = embed_precision_from_name(precision, &p);
+        if (r < 0 || !embed_cpu_precision_supported(p, &missing)) {
+            log_error("COARCH_PRECISION=%s: %s%s", precision,
+                      r < 0 ? "expected fp32, bf16 or int8" : "this CPU or build lacks ",
+                      r < 0 ? "" : missing);
+            r = -EINVAL;
+            goto fail;
+        }
     }
     model = getenv("COARCH_MODEL");
     if (!model || !model[0])

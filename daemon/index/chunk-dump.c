@@ -167,13 +167,18 @@ static void do_file(struct chunker *c, const char *path, const struct chunk_opti
             st->max_lines_seen = nl;
         st->lines += nl;
         if (mode == MODE_TEXT) {
-            printf("=== %s:%u-%u [%s] %s (%u tokens)\n%s\n", path, ch->start_line, ch->end_line,
-                   ch->language, ch->symbol, ch->n_tokens, ch->text + ch->header_len);
+            printf("=== %s:%u-%u", path, ch->unit_start_line, ch->unit_end_line);
+            if (ch->start_line != ch->unit_start_line || ch->end_line != ch->unit_end_line)
+                printf(" (group %u-%u)", ch->start_line, ch->end_line);
+            printf(" [%s] %s (%u tokens)\n%s\n", ch->language, ch->symbol, ch->n_tokens,
+                   ch->text + ch->header_len);
         } else if (mode == MODE_JSON) {
             printf("{\"path\":");
             json_str(path, strlen(path));
-            printf(",\"start_line\":%u,\"end_line\":%u,\"language\":\"%s\",\"symbol\":",
-                   ch->start_line, ch->end_line, ch->language);
+            printf(",\"start_line\":%u,\"end_line\":%u,\"unit_start_line\":%u,"
+                   "\"unit_end_line\":%u,\"language\":\"%s\",\"symbol\":",
+                   ch->start_line, ch->end_line, ch->unit_start_line, ch->unit_end_line,
+                   ch->language);
             json_str(ch->symbol, strlen(ch->symbol));
             printf(",\"tokens\":%u,\"text\":", ch->n_tokens);
             json_str(ch->text, ch->text_len);

@@ -19,8 +19,9 @@
  * cut at the cheapest breaks that keep the pieces well filled (and balanced when two pieces
  * suffice), which is how a large function gets split between its top-level statements when it
  * can, and deeper only when it must.  A single line too long for a chunk is cut by bytes.
- * Finally small neighbouring pieces are merged up to merge_tokens, so tiny functions, one-line
- * imports and closing braces do not become chunks of their own.
+ * Finally small neighbouring pieces are grouped up to merge_tokens, so that a hit on a tiny
+ * function, a one-line import or a closing brace answers with its neighbours too; each piece is
+ * still a chunk of its own, embedded alone (see chunk.h).
  *
  * Without a grammar (other text files, a parse that times out, content over max_parse_bytes, a
  * build without tree-sitter) the file is cut into line windows with overlap.
@@ -906,7 +907,8 @@ static size_t scope_len(const char *sym, const char *sep)
 }
 
 /*
- * Render a piece's symbols as one line, at most SYMBOL_MAX bytes: "Queue._init, _qsize, _put".
+ * Render a piece's symbols as one line, at most SYMBOL_MAX bytes: "Queue._init, _qsize, _put"
+ * (a group's, to cost it as if it were one chunk).
  * A name repeating the previous name's scope is shortened to its last part, a class name right
  * before one of its members is left out (the member implies it), and names that do not fit
  * become a final "…".
@@ -989,22 +991,36 @@ static void merge_symbols(const struct file *f, struct piece *q, const struct pi
     q->syms_more = q->syms_more || p->syms_more;
 }
 
-/* Merge small neighbouring pieces (code files only), in place. */
-static int merge_pieces(struct file *f, struct pieces *ps)
+/*
+ * Put small neighbouring pieces in groups (code files only): a piece under min_tokens, or
+ * two glue pieces in a row, joins the group before it while the group spans under max_lines
+ * lines and its code with a header listing all its names stays within merge_tokens.  Pieces are
+ * not joined: each stays a chunk of its own, reporting its group's lines (see chunk.h).
+ * gs->items[i] is the group of piece i, its symbols merged.
+ */
+static int group_pieces(struct file *f, const struct pieces *ps, struct pieces *gs)
 {
     const struct chunk_options *o = f->opt;
     char sym[SYMBOL_MAX + 8];
-    size_t out = 0;
+    size_t first = 0;
+    int r;
 
-    if (o->min_tokens == 0 || ps->n < 2)
+    if (ps->n == 0)
         return 0;
+    r = array_grow((void **)&gs->items, &gs->cap, ps->n, sizeof(struct piece));
+    if (r < 0)
+        return r;
+    gs->n = ps->n;
+    gs->items[0] = ps->items[0];
     for (size_t i = 1; i < ps->n; i++) {
-        struct piece *q = &ps->items[out], *p = &ps->items[i], m;
+        struct piece *q = &gs->items[first], m;
+        const struct piece *p = &ps->items[i];
         bool small;
 
         small = q->tokens < o->min_tokens || p->tokens < o->min_tokens ||
                 (q->kind == PIECE_GLUE && p->kind == PIECE_GLUE);
-        if (small && !q->split && !p->split && p->a > q->b && p->b - q->a < o->max_lines) {
+        if (o->min_tokens > 0 && small && !q->split && !p->split && p->a > q->b &&
+            p->b - q->a < o->max_lines) {
             m = *q;
             m.b = p->b;
             m.byte_b = p->byte_b;
@@ -1017,23 +1033,31 @@ static int merge_pieces(struct file *f, struct pieces *ps)
                 continue;
             }
         }
-        ps->items[++out] = *p;
+        /* Piece i starts a group; the previous one is final: copy it to its members. */
+        for (size_t k = first + 1; k < i; k++)
+            gs->items[k] = gs->items[first];
+        first = i;
+        gs->items[i] = *p;
     }
-    ps->n = out + 1;
+    for (size_t k = first + 1; k < ps->n; k++)
+        gs->items[k] = gs->items[first];
     return 0;
 }
 
 /*
- * Turn pieces into chunks appended to out.  Each chunk is one allocation holding, in order, its
- * text (header and sanitized code), symbol and path, so chunk_list_release() frees one block.
+ * Turn pieces into chunks appended to out: piece i's text and symbol, group gs->items[i]'s
+ * lines and bytes (gs NULL: each piece is its own group).  Each chunk is one allocation
+ * holding, in order, its text (header and sanitized code), symbol and path, so
+ * chunk_list_release() frees one block.
  */
-static int emit_chunks(struct file *f, const struct pieces *ps, struct chunk_list *out)
+static int emit_chunks(struct file *f, const struct pieces *ps, const struct pieces *gs,
+                       struct chunk_list *out)
 {
     size_t hl = strlen(f->header_path), pl = strlen(f->path);
     char sym[SYMBOL_MAX + 8];
 
     for (size_t i = 0; i < ps->n; i++) {
-        const struct piece *p = &ps->items[i];
+        const struct piece *p = &ps->items[i], *g = gs ? &gs->items[i] : p;
         size_t code = p->byte_b - p->byte_a, sl, cap, o, hlen;
         char *buf, *sym_copy, *path_copy;
         int r;
@@ -1072,10 +1096,14 @@ static int emit_chunks(struct file *f, const struct pieces *ps, struct chunk_lis
             .text_len = o,
             .header_len = hlen,
             .path = path_copy,
-            .start_line = p->a + 1,
-            .end_line = p->b + 1,
-            .start_byte = p->byte_a,
-            .end_byte = p->byte_b,
+            .start_line = g->a + 1,
+            .end_line = g->b + 1,
+            .start_byte = g->byte_a,
+            .end_byte = g->byte_b,
+            .unit_start_line = p->a + 1,
+            .unit_end_line = p->b + 1,
+            .unit_start_byte = p->byte_a,
+            .unit_end_byte = p->byte_b,
             .language = f->language,
             .symbol = sym_copy,
             .n_tokens =
@@ -1113,7 +1141,7 @@ int chunk_file(struct chunker *c, const char *path, const char *content, size_t 
 {
     struct chunk_options defaults;
     struct file f = {0};
-    struct pieces ps = {0};
+    struct pieces ps = {0}, gs = {0};
     struct strpool sp = {0};
     struct chunk_list local = {0};
     int r;
@@ -1159,11 +1187,11 @@ int chunk_file(struct chunker *c, const char *path, const char *content, size_t 
         ps.n = 0;
         r = window_file(&f, &ps, &sp);
     } else if (r >= 0) {
-        r = merge_pieces(&f, &ps);
+        r = group_pieces(&f, &ps, &gs);
     }
     if (r < 0)
         goto out;
-    r = emit_chunks(&f, &ps, &local);
+    r = emit_chunks(&f, &ps, gs.n ? &gs : NULL, &local);
     if (r < 0)
         goto out;
 
@@ -1179,6 +1207,7 @@ int chunk_file(struct chunker *c, const char *path, const char *content, size_t 
 out:
     chunk_list_release(&local);
     free(ps.items);
+    free(gs.items);
     free(sp.buf);
     file_release(&f);
     return r;

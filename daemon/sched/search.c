@@ -746,6 +746,69 @@ out:
     return r;
 }
 
+/* ---- groups ---------------------------------------------------------------------------- */
+
+/*
+ * Small neighbouring units of a file share one group (chunk.h): each unit is its own chunk,
+ * with its own vector and postings, and reports the group's lines.  A group scores as its
+ * best unit: each ranked list is collapsed to one entry per group, the first (best) of its
+ * units, under the id of the group's first chunk so that the two lists name a group alike
+ * when they are fused.  A file's chunk ids are consecutive and a group's units are neighbours,
+ * so that first chunk is found by walking down the ids while path and lines stay the same.
+ */
+static int group_first(struct store_txn *t, uint64_t id, uint64_t *ret)
+{
+    struct store_chunk ch, prev;
+    uint64_t first = id;
+    int r;
+
+    r = store_chunk_get(t, id, &ch);
+    if (r < 0)
+        return r;
+    while (first > 0 && STORE_CHUNK_REPO(first - 1) == STORE_CHUNK_REPO(id)) {
+        r = store_chunk_get(t, first - 1, &prev);
+        if (r == -ENOENT)
+            break;
+        if (r < 0)
+            return r;
+        if (prev.start_line != ch.start_line || prev.end_line != ch.end_line ||
+            strcmp(prev.path, ch.path) != 0)
+            break;
+        first--;
+    }
+    *ret = first;
+    return 0;
+}
+
+/*
+ * Collapse the ranked units of `l` (best first) into at most `depth` groups, best first, in
+ * place: items[i].id becomes the group's id, and units[i] (l->n entries, caller-allocated) the
+ * unit that ranked it.  A unit deleted since it was ranked is dropped.
+ */
+static int collapse_groups(struct store_txn *t, struct topk *l, size_t depth, uint64_t *units)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < l->n && n < depth; i++) {
+        uint64_t group, unit = l->items[i].id;
+        bool seen = false;
+        int r = group_first(t, unit, &group);
+
+        if (r == -ENOENT)
+            continue;
+        if (r < 0)
+            return r;
+        for (size_t j = 0; j < n && !seen; j++)
+            seen = l->items[j].id == group;
+        if (seen)
+            continue;
+        l->items[n] = (struct ranked){.id = group, .score = l->items[i].score};
+        units[n++] = unit;
+    }
+    l->n = n;
+    return 0;
+}
+
 /* ---- the search ------------------------------------------------------------------------- */
 
 int search_mode_from_string(const char *s, enum search_mode *ret)
@@ -869,10 +932,11 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
     struct repo_ids repos = {0};
     struct qterms q = {0};
     struct topk sem = {0}, lex = {0};
+    uint64_t *sem_units = NULL, *lex_units = NULL;
     struct ranked *fused = NULL;
     struct search_hit *hits = NULL;
     struct store_txn *t = NULL;
-    size_t depth, n_fused = 0, n_hits = 0;
+    size_t depth, units, n_fused = 0, n_hits = 0;
     int r;
 
     if (!req->query || req->k == 0 || req->k > SEARCH_MAX_K)
@@ -880,6 +944,8 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
     if (req->mode != SEARCH_MODE_LEXICAL && (!req->query_vec || req->dim == 0))
         return -EINVAL;
     depth = MAX(req->k, (size_t)(req->mode == SEARCH_MODE_HYBRID ? SEARCH_FUSE_DEPTH : 0));
+    /* Units ranked per list: enough to fill `depth` groups in all but odd cases. */
+    units = depth * SEARCH_UNITS_PER_GROUP;
 
     r = lexical_terms(req->query, strlen(req->query), add_qterm, &q);
     /* Each query term is also looked up in the symbol field (indexer.c, write_postings). */
@@ -902,9 +968,13 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
     }
     if (r < 0)
         goto out;
-    r = topk_init(&sem, depth);
+    r = topk_init(&sem, units);
     if (r >= 0)
-        r = topk_init(&lex, depth);
+        r = topk_init(&lex, units);
+    sem_units = array_alloc(units, sizeof(*sem_units));
+    lex_units = array_alloc(units, sizeof(*lex_units));
+    if (r >= 0 && (!sem_units || !lex_units))
+        r = -ENOMEM;
     if (r < 0)
         goto out;
     for (size_t i = 0; i < repos.n; i++) {
@@ -914,6 +984,11 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
     }
     topk_finish(&sem);
     topk_finish(&lex);
+    r = collapse_groups(t, &sem, depth, sem_units);
+    if (r >= 0)
+        r = collapse_groups(t, &lex, depth, lex_units);
+    if (r < 0)
+        goto out;
 
     switch (req->mode) {
     case SEARCH_MODE_SEMANTIC:
@@ -952,36 +1027,45 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
         struct search_hit *h = &hits[n_hits];
         struct store_chunk ch;
         struct store_repo repo;
+        uint64_t unit = fused[i].id;
+        int sr = 0, lr = 0;
 
-        r = store_chunk_get(t, fused[i].id, &ch);
-        if (r == -ENOENT)
-            continue;
-        if (r < 0)
-            goto out;
-        r = store_repo_get(t, STORE_CHUNK_REPO(fused[i].id), &repo);
-        if (r < 0)
-            goto out;
-        *h = (struct search_hit){
-            .chunk_id = fused[i].id,
-            .repo = repo.id,
-            .start_line = ch.start_line,
-            .end_line = ch.end_line,
-            .score = fused[i].score,
-            .text_offset = ch.text_offset,
-            .text_len = ch.text_len,
-        };
         for (size_t j = 0; j < sem.n; j++)
             if (sem.items[j].id == fused[i].id) {
-                h->semantic = sem.items[j].score;
-                h->semantic_rank = (int)j + 1;
+                sr = (int)j + 1;
                 break;
             }
         for (size_t j = 0; j < lex.n; j++)
             if (lex.items[j].id == fused[i].id) {
-                h->lexical = lex.items[j].score;
-                h->lexical_rank = (int)j + 1;
+                lr = (int)j + 1;
                 break;
             }
+        /* The hit names the unit that ranked its group best (its symbol is shown). */
+        if (sr && (!lr || sr <= lr))
+            unit = sem_units[sr - 1];
+        else if (lr)
+            unit = lex_units[lr - 1];
+        r = store_chunk_get(t, unit, &ch);
+        if (r == -ENOENT)
+            continue;
+        if (r < 0)
+            goto out;
+        r = store_repo_get(t, STORE_CHUNK_REPO(unit), &repo);
+        if (r < 0)
+            goto out;
+        *h = (struct search_hit){
+            .chunk_id = unit,
+            .repo = repo.id,
+            .start_line = ch.start_line,
+            .end_line = ch.end_line,
+            .score = fused[i].score,
+            .semantic = sr ? sem.items[sr - 1].score : 0,
+            .lexical = lr ? lex.items[lr - 1].score : 0,
+            .semantic_rank = sr,
+            .lexical_rank = lr,
+            .text_offset = ch.text_offset,
+            .text_len = ch.text_len,
+        };
         n_hits++;
         h->repo_path = strdup(repo.path);
         h->path = strdup(ch.path);
@@ -998,6 +1082,8 @@ out:
     store_read_end(t);
     search_hits_free(hits, n_hits);
     free(fused);
+    free(sem_units);
+    free(lex_units);
     topk_release(&sem);
     topk_release(&lex);
     for (size_t i = 0; i < q.n; i++)

@@ -10,6 +10,11 @@
  * commit changes the repository (search_cache_invalidate(), wired to the indexer's `committed`
  * callback); the exact fp32 vectors used for re-ranking are read from the store's map.
  *
+ * Groups: small neighbouring units of a file share a group (chunk.h) whose lines each of their
+ * chunks reports.  Every ranked list is collapsed to one entry per group, its best unit, before
+ * fusion, so a result is a group scored by its best unit (a region of several tiny functions
+ * is found by the one that matches, not by one embedding of all of them).
+ *
  * Hybrid ranking: the best SEARCH_FUSE_DEPTH of each list are fused with weighted RRF, which
  * needs no score calibration between cosine and BM25.  The defaults (k = 20, lexical weight
  * 1.5, semantic 1.0) were tuned on the docstring->function development set of shared/eval:
@@ -30,6 +35,8 @@
 
 #define SEARCH_MAX_K 1000
 #define SEARCH_FUSE_DEPTH 100
+/* Units ranked per group wanted: a group holds one unit or a few small ones (search.c). */
+#define SEARCH_UNITS_PER_GROUP 2
 
 enum search_mode {
     SEARCH_MODE_HYBRID,

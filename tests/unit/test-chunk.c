@@ -133,8 +133,15 @@ static void check_invariants(const char *path, const char *src, size_t len,
 
     hl = (size_t)snprintf(header, sizeof(header), "file: %s\n", path);
     for (size_t i = 0; i < l->n; i++) {
-        const struct chunk *c = &l->items[i];
+        const struct chunk *c = &l->items[i], *p = i > 0 ? &l->items[i - 1] : NULL;
+        const struct chunk *nx = i + 1 < l->n ? &l->items[i + 1] : NULL;
+        size_t ua = c->unit_start_byte, ue = c->unit_end_byte;
+        bool same_group = p && p->start_line == c->start_line && p->end_line == c->end_line &&
+                          p->start_byte == c->start_byte && p->end_byte == c->end_byte;
+        bool group_ends = !nx || nx->start_line != c->start_line || nx->end_line != c->end_line ||
+                          nx->start_byte != c->start_byte || nx->end_byte != c->end_byte;
 
+        /* The group: what a hit reports. */
         ASSERT_GE(c->start_line, 1);
         ASSERT_LE(c->start_line, c->end_line);
         ASSERT_LE(c->end_line, n_lines);
@@ -144,8 +151,7 @@ static void check_invariants(const char *path, const char *src, size_t len,
         /* Byte range lies within the chunk's lines. */
         ASSERT_GE(c->start_byte, starts[c->start_line - 1]);
         ASSERT_LE(c->end_byte, c->end_line < n_lines ? starts[c->end_line] : len);
-        if (i > 0) {
-            const struct chunk *p = &l->items[i - 1];
+        if (p && !same_group) {
             ASSERT_GE(c->start_line, p->start_line);
             if (!overlap && p->end_line == c->start_line) {
                 /* Only the pieces of one long line share a line, and they tile it. */
@@ -157,7 +163,22 @@ static void check_invariants(const char *path, const char *src, size_t len,
         }
         if (c->start_byte != starts[c->start_line - 1])
             ASSERT_EQ(c->start_line, c->end_line); /* a piece of a long line */
-        /* Text: NUL-terminated valid UTF-8 "file: PATH\n[symbol: S\n]\n" + code. */
+        /* The unit: what is embedded.  A group's units tile it in order, first to last. */
+        ASSERT_LE(c->start_line, c->unit_start_line);
+        ASSERT_LE(c->unit_start_line, c->unit_end_line);
+        ASSERT_LE(c->unit_end_line, c->end_line);
+        ASSERT_LE(c->start_byte, ua);
+        ASSERT_LT(ua, ue);
+        ASSERT_LE(ue, c->end_byte);
+        ASSERT_GE(ua, starts[c->unit_start_line - 1]);
+        ASSERT_LE(ue, c->unit_end_line < n_lines ? starts[c->unit_end_line] : len);
+        if (same_group)
+            ASSERT_GT(c->unit_start_line, p->unit_end_line);
+        else
+            ASSERT_EQ(ua, c->start_byte);
+        if (group_ends)
+            ASSERT_EQ(ue, c->end_byte);
+        /* Text: NUL-terminated valid UTF-8 "file: PATH\n[symbol: S\n]\n" + the unit's code. */
         ASSERT_EQ(strlen(c->text), c->text_len);
         ASSERT_TRUE(utf8_ok(c->text, c->text_len));
         ASSERT_TRUE(strncmp(c->text, header, hl) == 0);
@@ -167,19 +188,18 @@ static void check_invariants(const char *path, const char *src, size_t len,
             snprintf(sl, sizeof(sl), "symbol: %s\n", c->symbol);
             ASSERT_TRUE(strncmp(c->text + hl, sl, strlen(sl)) == 0);
         }
-        if (utf8_ok(src + c->start_byte, c->end_byte - c->start_byte)) {
-            ASSERT_EQ(c->text_len - c->header_len, c->end_byte - c->start_byte);
-            ASSERT_TRUE(memcmp(c->text + c->header_len, src + c->start_byte,
-                               c->end_byte - c->start_byte) == 0);
+        if (utf8_ok(src + ua, ue - ua)) {
+            ASSERT_EQ(c->text_len - c->header_len, ue - ua);
+            ASSERT_TRUE(memcmp(c->text + c->header_len, src + ua, ue - ua) == 0);
         }
         ASSERT_LE(c->n_tokens, opt->max_tokens);
         if (opt->count_tokens)
             ASSERT_LE(opt->count_tokens(opt->count_ctx, c->text, c->text_len) + 2, opt->max_tokens);
         ASSERT_TRUE(c->language && c->language[0]);
         ASSERT_TRUE(c->path && c->path != path);
-        for (uint32_t ln = c->start_line; ln <= c->end_line; ln++)
+        for (uint32_t ln = c->unit_start_line; ln <= c->unit_end_line; ln++)
             covered[ln] = 1;
-        covered_to = c->end_byte > covered_to ? c->end_byte : covered_to;
+        covered_to = ue > covered_to ? ue : covered_to;
     }
     for (size_t ln = 1; ln <= n_lines; ln++) {
         size_t a = starts[ln - 1], e = ln < n_lines ? starts[ln] : len;
@@ -217,6 +237,7 @@ static void check_sample(const char *file, const char *language, const struct ex
     for (size_t i = 0; i < l.n; i++) {
         const struct chunk *ch = &l.items[i];
         if (ch->start_line != want[i].start || ch->end_line != want[i].end ||
+            ch->unit_start_line != ch->start_line || ch->unit_end_line != ch->end_line ||
             strcmp(ch->symbol, want[i].symbol) != 0)
             test_fail(__FILE__, __LINE__, "%s chunk %zu: got %u-%u \"%s\", want %u-%u \"%s\"", file,
                       i, ch->start_line, ch->end_line, ch->symbol, want[i].start, want[i].end,
@@ -226,10 +247,16 @@ static void check_sample(const char *file, const char *language, const struct ex
     check_invariants(file, src, len, &opt, &l, false);
     chunk_list_release(&l);
 
-    /* The same file with the defaults (merging on) and with a custom counter. */
+    /* The defaults group small neighbours into groups: the same units, some of them
+     * reporting a larger group.  Then with a custom counter. */
     chunk_options_init(&opt);
-    ASSERT_GT(chunk_file(c, file, src, len, &opt, &l), 0);
-    ASSERT_LE(l.n, n_want);
+    ASSERT_EQ(chunk_file(c, file, src, len, &opt, &l), (int)n_want);
+    for (size_t i = 0; i < l.n; i++) {
+        const struct chunk *ch = &l.items[i];
+        ASSERT_EQ(ch->unit_start_line, want[i].start);
+        ASSERT_EQ(ch->unit_end_line, want[i].end);
+        ASSERT_STREQ(ch->symbol, want[i].symbol);
+    }
     check_invariants(file, src, len, &opt, &l, false);
     chunk_list_release(&l);
     opt.count_tokens = count3;
@@ -380,34 +407,56 @@ TEST(merging)
     opt.max_tokens = opt.merge_tokens = 64;
     opt.min_tokens = 24;
     chunk_list_init(&l);
-    /* Code pieces under 24 words join a neighbour while the result, header included, stays
-     * within 64 words: the head of the file up to __init__ (38 words of code) is one chunk;
-     * add() (25 words) takes in total(), load() and the main block after it (9, 12, 5).
-     * Names are listed, a class implied by its members. */
-    ASSERT_EQ(chunk_file(c, "sample.py", src, len, &opt, &l), 2);
+    /* Code pieces under 24 words join a neighbour's group while the group, with a header
+     * listing its names, stays within 64 words: the head of the file up to __init__ (38 words
+     * of code) is one group; add() (25 words) takes in total(), load() and the main block
+     * after it (9, 12, 5).  Every unit stays a chunk with its own text and symbol. */
+    ASSERT_EQ(chunk_file(c, "sample.py", src, len, &opt, &l), 8);
     check_invariants("sample.py", src, len, &opt, &l, false);
-    ASSERT_EQ(l.items[0].start_line, 1);
-    ASSERT_EQ(l.items[0].end_line, 20);
-    ASSERT_STREQ(l.items[0].symbol, "Item, Inventory.__init__");
-    ASSERT_EQ(l.items[0].n_tokens, 44);
-    ASSERT_EQ(l.items[1].start_line, 22);
-    ASSERT_EQ(l.items[1].end_line, 42);
-    ASSERT_STREQ(l.items[1].symbol, "Inventory.add, total, load");
-    ASSERT_EQ(l.items[1].n_tokens, 59);
+    {
+        static const struct {
+            uint32_t start, end, unit_start, unit_end, tokens;
+            const char *symbol;
+        } want[] = {
+            {1, 20, 1, 5, 15, ""},
+            {1, 20, 8, 11, 15, "Item"},
+            {1, 20, 14, 17, 15, "Inventory"},
+            {1, 20, 19, 20, 14, "Inventory.__init__"},
+            {22, 42, 22, 29, 31, "Inventory.add"},
+            {22, 42, 31, 33, 15, "Inventory.total"},
+            {22, 42, 36, 38, 18, "load"},
+            {22, 42, 41, 42, 9, ""},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(want); i++) {
+            const struct chunk *ch = &l.items[i];
+            ASSERT_EQ(ch->start_line, want[i].start);
+            ASSERT_EQ(ch->end_line, want[i].end);
+            ASSERT_EQ(ch->unit_start_line, want[i].unit_start);
+            ASSERT_EQ(ch->unit_end_line, want[i].unit_end);
+            ASSERT_EQ(ch->n_tokens, want[i].tokens);
+            ASSERT_STREQ(ch->symbol, want[i].symbol);
+        }
+    }
     chunk_list_release(&l);
 
     /* A tighter merge_tokens keeps the main block apart. */
     opt.merge_tokens = 56;
-    ASSERT_EQ(chunk_file(c, "sample.py", src, len, &opt, &l), 3);
-    ASSERT_EQ(l.items[1].end_line, 38);
-    ASSERT_EQ(l.items[2].start_line, 41);
-    ASSERT_STREQ(l.items[2].symbol, "");
+    ASSERT_EQ(chunk_file(c, "sample.py", src, len, &opt, &l), 8);
+    check_invariants("sample.py", src, len, &opt, &l, false);
+    ASSERT_EQ(l.items[6].start_line, 22);
+    ASSERT_EQ(l.items[6].end_line, 38);
+    ASSERT_EQ(l.items[7].start_line, 41);
+    ASSERT_EQ(l.items[7].end_line, 42);
+    ASSERT_STREQ(l.items[7].symbol, "");
     chunk_list_release(&l);
 
-    /* The defaults merge too: fewer chunks than units, in order, names listed. */
-    ASSERT_GT(chunk_file(c, "sample.py", src, len, NULL, &l), 0);
-    ASSERT_LT(l.n, 8);
-    ASSERT_TRUE(strstr(l.items[0].symbol, "Item, Inventory.__init__") == l.items[0].symbol);
+    /* The defaults group too: the same eight units, in fewer groups. */
+    ASSERT_EQ(chunk_file(c, "sample.py", src, len, NULL, &l), 8);
+    ASSERT_EQ(l.items[0].start_line, 1);
+    ASSERT_EQ(l.items[3].end_line, 20);
+    ASSERT_STREQ(l.items[3].symbol, "Inventory.__init__");
+    ASSERT_EQ(l.items[4].start_line, 22);
+    ASSERT_EQ(l.items[7].end_line, 42);
     chunk_list_release(&l);
     chunker_free(c);
     free(src);
@@ -537,10 +586,22 @@ TEST(tiny_functions_merged)
         sb_printf(&b, "def get_%d(self):\n    return self._v%d\n\n\n", i, i);
     ASSERT_OK(chunker_new(&c));
     chunk_list_init(&l);
-    ASSERT_GT(chunk_file(c, "tiny.py", b.s, b.n, NULL, &l), 0);
-    /* 40 functions of ~15 tokens: a handful of chunks, each listing several names. */
-    ASSERT_LE(l.n, 8);
-    ASSERT_TRUE(strncmp(l.items[0].symbol, "get_0, get_1, get_2", 19) == 0);
+    ASSERT_EQ(chunk_file(c, "tiny.py", b.s, b.n, NULL, &l), 40);
+    /* 40 functions of ~15 tokens: one chunk each, named alone, in a handful of groups of
+     * several functions. */
+    {
+        size_t groups = 0;
+        for (size_t i = 0; i < l.n; i++) {
+            char name[16];
+            snprintf(name, sizeof(name), "get_%zu", i);
+            ASSERT_STREQ(l.items[i].symbol, name);
+            groups += i == 0 || l.items[i].start_line != l.items[i - 1].start_line;
+        }
+        ASSERT_LE(groups, 8);
+        ASSERT_EQ(l.items[2].start_line, l.items[0].start_line);
+        ASSERT_EQ(l.items[2].end_line, l.items[0].end_line);
+        ASSERT_EQ(l.items[0].unit_end_line, 2);
+    }
     {
         struct chunk_options opt;
         chunk_options_init(&opt);

@@ -390,3 +390,59 @@ int rrf_fuse(const struct ranked *const *lists, const size_t *lens, const double
     *ret = best.items;
     return (int)topk_finish(&best);
 }
+
+/* ---- score fusion ----------------------------------------------------------------------- */
+
+int zscore_fuse(const struct ranked *const *lists, const size_t *lens, const double *weights,
+                size_t n_lists, size_t k, struct ranked **ret)
+{
+    size_t total = 0, n = 0;
+    double base = 0;
+    struct ranked *all;
+    struct topk best;
+    int r;
+
+    for (size_t l = 0; l < n_lists; l++)
+        total += lens[l];
+    all = array_alloc(MAX(total, (size_t)1), sizeof(*all));
+    if (!all)
+        return -ENOMEM;
+    for (size_t l = 0; l < n_lists; l++) {
+        double w = weights ? weights[l] : 1.0, mean = 0, var = 0, sd, floor;
+
+        if (lens[l] == 0)
+            continue;
+        for (size_t i = 0; i < lens[l]; i++)
+            mean += lists[l][i].score;
+        mean /= (double)lens[l];
+        for (size_t i = 0; i < lens[l]; i++)
+            var += (lists[l][i].score - mean) * (lists[l][i].score - mean);
+        sd = sqrt(var / (double)lens[l]);
+        /* All scores equal (one entry, say): being in the list is all it says. */
+        floor = sd > 0 ? (lists[l][lens[l] - 1].score - mean) / sd : 0;
+        base += w * floor;
+        for (size_t i = 0; i < lens[l]; i++)
+            all[n++] = (struct ranked){
+                .id = lists[l][i].id,
+                .score = w * ((sd > 0 ? (lists[l][i].score - mean) / sd : 1) - floor),
+            };
+    }
+    if (n > 1)
+        qsort(all, n, sizeof(*all), cmp_id);
+    r = topk_init(&best, k);
+    if (r < 0) {
+        free(all);
+        return r;
+    }
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        double s = base;
+        while (j < n && all[j].id == all[i].id)
+            s += all[j++].score;
+        topk_push(&best, all[i].id, s);
+        i = j;
+    }
+    free(all);
+    *ret = best.items;
+    return (int)topk_finish(&best);
+}

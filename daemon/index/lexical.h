@@ -14,7 +14,8 @@
  * BM25: score(d) = sum over query terms t of idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b *
  * dl / avgdl)), idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)), k1 = 1.2, b = 0.75 (Lucene's).
  *
- * Fusion: reciprocal rank fusion, score = sum over lists of w / (k + rank), k = 60.
+ * Fusion: reciprocal rank fusion, score = sum over lists of w / (k + rank), or the weighted sum
+ * of each list's standardised scores (zscore_fuse(), what hybrid search uses).
  */
 #ifndef COARCH_INDEX_LEXICAL_H
 #define COARCH_INDEX_LEXICAL_H
@@ -86,5 +87,16 @@ size_t topk_finish(struct topk *t);
  */
 int rrf_fuse(const struct ranked *const *lists, const size_t *lens, const double *weights,
              size_t n_lists, double rrf_k, size_t k, struct ranked **ret);
+
+/*
+ * Score fusion of `n_lists` lists (each best first) into *ret like rrf_fuse(): each list's
+ * scores are standardised over that list, z = (score - mean) / sd, an id missing from a list
+ * counts as the list's last entry, and the fused score is the weighted sum of the z values.
+ * Unlike ranks, z keeps how far ahead of the rest a list's best entries are.  A list whose
+ * scores are all equal (one entry, say) gives its entries 1 and a missing id 0.  weights may
+ * be NULL (all 1).  Returns the number of entries or -ENOMEM.
+ */
+int zscore_fuse(const struct ranked *const *lists, const size_t *lens, const double *weights,
+                size_t n_lists, size_t k, struct ranked **ret);
 
 #endif

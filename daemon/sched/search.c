@@ -1009,8 +1009,10 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
         double w[2] = {
             req->semantic_weight > 0 ? req->semantic_weight : SEARCH_DEFAULT_SEMANTIC_WEIGHT,
             req->lexical_weight > 0 ? req->lexical_weight : SEARCH_DEFAULT_LEXICAL_WEIGHT};
-        r = rrf_fuse(lists, lens, w, 2, req->rrf_k > 0 ? req->rrf_k : SEARCH_DEFAULT_RRF_K, req->k,
-                     &fused);
+        if (req->rrf_k > 0)
+            r = rrf_fuse(lists, lens, w, 2, req->rrf_k, req->k, &fused);
+        else
+            r = zscore_fuse(lists, lens, w, 2, req->k, &fused);
         if (r < 0)
             goto out;
         n_fused = (size_t)r;

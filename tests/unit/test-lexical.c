@@ -144,6 +144,70 @@ TEST(rrf)
     free(out);
 }
 
+/* z of x among the scores v[0..n): (x - mean) / population sd. */
+static double zof(const double *v, size_t n, double x)
+{
+    double mean = 0, var = 0;
+
+    for (size_t i = 0; i < n; i++)
+        mean += v[i] / (double)n;
+    for (size_t i = 0; i < n; i++)
+        var += (v[i] - mean) * (v[i] - mean) / (double)n;
+    return (x - mean) / sqrt(var);
+}
+
+TEST(zscore_fusion)
+{
+    struct ranked a[] = {{1, 0.9}, {2, 0.8}, {3, 0.3}};
+    struct ranked b[] = {{3, 12}, {4, 11}, {1, 2}};
+    const double av[] = {0.9, 0.8, 0.3}, bv[] = {12, 11, 2};
+    const struct ranked *lists[] = {a, b};
+    size_t lens[] = {3, 3};
+    struct ranked *out;
+    int n;
+
+    /* Ranks alone tie 1 with 3 and 2 with 4 (see rrf); the margins do not: 1 leads a by
+     * more than 3 leads b, 3 trails a by more than 1 trails b, and 4 is closer to the top of b
+     * than 2 is to the top of a.  A missing id counts as its list's last entry. */
+    n = zscore_fuse(lists, lens, NULL, 2, 10, &out);
+    ASSERT_EQ(n, 4);
+    ASSERT_EQ(out[0].id, 1);
+    ASSERT_EQ(out[1].id, 3);
+    ASSERT_EQ(out[2].id, 4);
+    ASSERT_EQ(out[3].id, 2);
+    ASSERT_NEAR(out[0].score, zof(av, 3, 0.9) + zof(bv, 3, 2), 1e-9);
+    ASSERT_NEAR(out[2].score, zof(av, 3, 0.3) + zof(bv, 3, 11), 1e-9);
+    free(out);
+
+    /* Weights scale each list's z. */
+    double w[] = {1.0, 3.0};
+    n = zscore_fuse(lists, lens, w, 2, 2, &out);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(out[0].id, 3);
+    ASSERT_EQ(out[1].id, 4);
+    ASSERT_NEAR(out[0].score, zof(av, 3, 0.3) + 3 * zof(bv, 3, 12), 1e-9);
+    free(out);
+
+    /* A list of equal scores (here one entry) says only who is in it; an empty one nothing. */
+    struct ranked c[] = {{7, 5.0}};
+    const struct ranked *lists2[] = {c, b};
+    size_t lens2[] = {1, 0};
+    n = zscore_fuse(lists2, lens2, NULL, 2, 10, &out);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(out[0].id, 7);
+    ASSERT_NEAR(out[0].score, 1.0, 1e-12);
+    free(out);
+    lens2[1] = 3;
+    n = zscore_fuse(lists2, lens2, NULL, 2, 10, &out);
+    ASSERT_EQ(n, 4);
+    ASSERT_EQ(out[0].id, 3);
+    ASSERT_NEAR(out[0].score, zof(bv, 3, 12), 1e-9);
+    for (int i = 0; i < n; i++)
+        if (out[i].id == 7)
+            ASSERT_NEAR(out[i].score, 1.0 + zof(bv, 3, 2), 1e-9);
+    free(out);
+}
+
 int main(int argc, char **argv)
 {
     return test_run_all(argc, argv);

@@ -10,6 +10,7 @@
 #include "store-repo.h"
 #include "vector.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -360,8 +361,24 @@ static void cache_put(struct search_cache *c, struct repo_cache *rc)
 bool search_path_matches(const char *glob, const char *path)
 {
     if (!strchr(glob, '/')) {
-        const char *base = strrchr(path, '/');
-        return ignore_wildmatch(glob, base ? base + 1 : path, true);
+        /* As in .gitignore: the name of the file or of any directory above it ("*.py", "src",
+         * "test*"), so a bare directory name keeps everything under it. */
+        char name[PATH_MAX];
+
+        for (const char *p = path;;) {
+            const char *slash = strchr(p, '/');
+            size_t n = slash ? (size_t)(slash - p) : strlen(p);
+
+            if (n < sizeof(name)) {
+                memcpy(name, p, n);
+                name[n] = '\0';
+                if (ignore_wildmatch(glob, name, true))
+                    return true;
+            }
+            if (!slash)
+                return false;
+            p = slash + 1;
+        }
     }
     /* A leading "./" or "/" means the repository root. */
     if (glob[0] == '.' && glob[1] == '/')

@@ -103,7 +103,9 @@ void search_hits_free(struct search_hit *hits, size_t n);
 int search_run(struct store *store, struct search_cache *cache, const struct search_request *req,
                struct search_hit **ret);
 
-/* Does `path` match the --path filter `glob`? (No '/' in glob: the file name must match.) */
+/* Does `path` match the --path filter `glob`?  No '/' in glob: the name of the file or of any
+ * directory above it must match (like .gitignore); with '/': the path from the repository root,
+ * "dir/" or "dir" a directory prefix. */
 bool search_path_matches(const char *glob, const char *path);
 
 #endif

@@ -399,6 +399,9 @@ assert res and all(p.endswith('.go') for p in paths), paths"
 run "--path 'src/'" 0 search --json -k 50 --path 'src/' --repo "$repo" health endpoint &&
     check "--path 'src/' stays in src" "$py_helpers
 assert res and all(p.startswith('src/') for p in paths), paths"
+run "--path src" 0 search --json -k 50 --path src --repo "$repo" health endpoint &&
+    check "--path src (a bare directory name) stays in src" "$py_helpers
+assert res and all(p.startswith('src/') or '/src/' in p for p in paths), paths"
 
 # ---- 5. incremental re-index: edit, delete, rename --------------------------------------------
 section "5. re-index after edit, delete, rename"

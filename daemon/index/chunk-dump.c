@@ -167,7 +167,8 @@ static void do_file(struct chunker *c, const char *path, const struct chunk_opti
             st->max_lines_seen = nl;
         st->lines += nl;
         if (mode == MODE_TEXT) {
-            printf("=== %s:%u-%u", path, ch->unit_start_line, ch->unit_end_line);
+            printf("=== %s:%u-%u%s", path, ch->unit_start_line, ch->unit_end_line,
+                   ch->title ? " title" : "");
             if (ch->start_line != ch->unit_start_line || ch->end_line != ch->unit_end_line)
                 printf(" (group %u-%u)", ch->start_line, ch->end_line);
             printf(" [%s] %s (%u tokens)\n%s\n", ch->language, ch->symbol, ch->n_tokens,
@@ -180,7 +181,8 @@ static void do_file(struct chunker *c, const char *path, const struct chunk_opti
                    ch->start_line, ch->end_line, ch->unit_start_line, ch->unit_end_line,
                    ch->language);
             json_str(ch->symbol, strlen(ch->symbol));
-            printf(",\"tokens\":%u,\"text\":", ch->n_tokens);
+            printf(",\"title\":%s,\"tokens\":%u,\"text\":", ch->title ? "true" : "false",
+                   ch->n_tokens);
             json_str(ch->text, ch->text_len);
             printf("}\n");
         }

@@ -74,7 +74,8 @@ struct piece {
     uint8_t n_syms;
     bool syms_more; /* more names than PIECE_SYMS were merged in */
     uint8_t kind;
-    bool split; /* part of a unit or line cut in several pieces: never merged */
+    bool split;     /* part of a unit or line cut in several pieces: never merged */
+    uint32_t title; /* 1 + the line naming the unit, when it is in this piece; 0: none */
 };
 
 struct pieces {
@@ -85,9 +86,10 @@ struct pieces {
 /* Token budget for the code of a piece whose header names `sym`. */
 uint32_t chunk_budget(const struct file *f, const char *sym);
 
-/* Cut lines [a, b] of one region into pieces (see chunk.c). */
+/* Cut lines [a, b] of one region into pieces (see chunk.c).  title: 1 + the line naming the
+ * region's unit (it gets a title chunk), or 0. */
 int chunk_pack_region(struct file *f, struct pieces *ps, uint32_t a, uint32_t b, uint8_t kind,
-                      uint32_t sym, uint32_t budget);
+                      uint32_t sym, uint32_t budget, uint32_t title);
 
 /* A symbol from source bytes: whitespace collapsed, valid UTF-8, at most SYMBOL_MAX bytes. */
 int chunk_symbol_from_bytes(struct file *f, struct strpool *sp, const char *s, size_t n,

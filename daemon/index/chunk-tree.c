@@ -616,7 +616,8 @@ static void add_cut_costs(struct walk *w, TSNode n, int depth)
     ts_tree_cursor_delete(&cur);
 }
 
-static void add_region(struct walk *w, uint32_t a, uint32_t b, uint8_t kind, uint32_t sym)
+static void add_region(struct walk *w, uint32_t a, uint32_t b, uint8_t kind, uint32_t sym,
+                       uint32_t title)
 {
     int r;
 
@@ -625,8 +626,10 @@ static void add_region(struct walk *w, uint32_t a, uint32_t b, uint8_t kind, uin
     a = MAX(a, w->next_line);
     if (a > b)
         return;
+    if (title && (title - 1 < a || title - 1 > b))
+        title = 0;
     r = chunk_pack_region(w->f, w->ps, a, b, kind, sym,
-                          chunk_budget(w->f, chunk_pool_get(w->sp, sym)));
+                          chunk_budget(w->f, chunk_pool_get(w->sp, sym)), title);
     if (r < 0)
         w->r = r;
     w->next_line = b + 1;
@@ -652,7 +655,7 @@ static uint32_t flush_glue(struct walk *w, uint32_t until, bool attach, uint32_t
     }
     end = MIN(end, (int64_t)until - 1);
     if (end >= (int64_t)w->glue_a)
-        add_region(w, w->glue_a, (uint32_t)end, REGION_GLUE, scope);
+        add_region(w, w->glue_a, (uint32_t)end, REGION_GLUE, scope, 0);
     return MIN(start, until);
 }
 
@@ -688,7 +691,8 @@ static void walk_children(struct walk *w, TSNode parent, uint32_t scope, int dep
 
 static void walk_unit(struct walk *w, TSNode outer, TSNode inner, uint32_t scope)
 {
-    uint32_t a, b, sym, start;
+    uint32_t a, b, sym, start, title = 0;
+    TSNode nn;
     int r;
 
     node_lines(w, outer, &a, &b);
@@ -699,11 +703,15 @@ static void walk_unit(struct walk *w, TSNode outer, TSNode inner, uint32_t scope
         w->r = r;
         return;
     }
+    /* The line with the unit's name ("def get_loop(self):") gets a title chunk (chunk.c). */
+    nn = name_node(w, inner);
+    if (!ts_node_is_null(nn))
+        title = ts_node_start_point(nn).row + 1;
     start = flush_glue(w, a, true, scope);
     if (w->force_start >= 0)
         start = MIN(start, (uint32_t)w->force_start);
     w->force_start = -1;
-    add_region(w, start, b, REGION_UNIT, sym);
+    add_region(w, start, b, REGION_UNIT, sym, title);
 }
 
 static void walk_container(struct walk *w, TSNode outer, TSNode inner, uint32_t scope, int depth)
@@ -835,7 +843,7 @@ int chunk_tree(struct chunker *c, struct file *f, struct pieces *ps)
         /* Lines after the last node: only whitespace, by construction, but keep the promise
          * that no non-blank line is lost even if a grammar leaves text outside every node. */
         if (r >= 0 && w.next_line < f->n_lines)
-            add_region(&w, w.next_line, f->n_lines - 1, REGION_GLUE, root_scope);
+            add_region(&w, w.next_line, f->n_lines - 1, REGION_GLUE, root_scope, 0);
         if (r >= 0)
             r = w.r;
     }

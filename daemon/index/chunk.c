@@ -21,7 +21,8 @@
  * can, and deeper only when it must.  A single line too long for a chunk is cut by bytes.
  * Finally small neighbouring pieces are grouped up to merge_tokens, so that a hit on a tiny
  * function, a one-line import or a closing brace answers with its neighbours too; each piece is
- * still a chunk of its own, embedded alone (see chunk.h).
+ * still a chunk of its own, embedded alone (see chunk.h).  The piece holding the line that
+ * names a unit gets a title chunk, that line alone, emitted before it.
  *
  * Without a grammar (other text files, a parse that times out, content over max_parse_bytes, a
  * build without tree-sitter) the file is cut into line windows with overlap.
@@ -225,6 +226,13 @@ static const char *language_canonical(const char *language)
             return ext_maps[i].language;
     return NULL;
 }
+
+/*
+ * A unit piece gets a title chunk only above this many tokens of code: below, its text is little
+ * more than the title (dev set: titles for every unit, hybrid MRR@10 0.514; only above 48
+ * tokens, 0.512 with 40% fewer title chunks).
+ */
+#define TITLE_MIN_TOKENS 48
 
 /* ---- options, UTF-8, tokens ----------------------------------------------------------------- */
 
@@ -712,7 +720,7 @@ static uint32_t choose_cut(const struct file *f, uint32_t s, uint32_t emax, uint
  * cut where choose_cut() says.  Leading and trailing blank lines are left out of pieces.
  */
 int chunk_pack_region(struct file *f, struct pieces *ps, uint32_t a, uint32_t b, uint8_t kind,
-                      uint32_t sym, uint32_t budget)
+                      uint32_t sym, uint32_t budget, uint32_t title)
 {
     uint32_t max_lines = f->opt->max_lines;
     size_t first = ps->n;
@@ -755,6 +763,17 @@ int chunk_pack_region(struct file *f, struct pieces *ps, uint32_t a, uint32_t b,
     if (ps->n - first > 1)
         for (size_t i = first; i < ps->n; i++)
             ps->items[i].split = kind == PIECE_UNIT || ps->items[i].split;
+    /* The title goes with the piece holding its line, unless that piece is short enough to be
+     * nearly its title already (TITLE_MIN_TOKENS) or is the line alone (a one-line unit, a
+     * piece of a line too long to be a title). */
+    for (size_t i = first; title && i < ps->n; i++)
+        if (ps->items[i].a <= title - 1 && title - 1 <= ps->items[i].b &&
+            ps->items[i].a < ps->items[i].b && ps->items[i].tokens > TITLE_MIN_TOKENS &&
+            ps->items[i].byte_a == f->start[ps->items[i].a] &&
+            ps->items[i].byte_b == f->start[ps->items[i].b + 1]) {
+            ps->items[i].title = title;
+            break;
+        }
     return 0;
 }
 
@@ -1045,70 +1064,118 @@ static int group_pieces(struct file *f, const struct pieces *ps, struct pieces *
 }
 
 /*
+ * Append one chunk: header naming `sym` + code bytes [byte_a, byte_b) as its text, reporting
+ * group g's lines and bytes.  The chunk is one allocation holding, in order, its text (header
+ * and sanitized code), symbol and path, so chunk_list_release() frees one block.
+ */
+static int emit_one(struct file *f, const struct piece *g, const char *sym, size_t sl,
+                    uint32_t unit_a, uint32_t unit_b, size_t byte_a, size_t byte_b, uint32_t tokens,
+                    bool title, struct chunk_list *out)
+{
+    size_t hl = strlen(f->header_path), pl = strlen(f->path), code = byte_b - byte_a, cap, o, hlen;
+    char *buf, *sym_copy, *path_copy;
+    int r;
+
+    /* header + code (sanitizing may triple it) + NUL + symbol + NUL + path + NUL */
+    if (!size_mul_ok(code, 3, &cap) || !size_add_ok(cap, hl + 2 * sl + pl + 64, &cap))
+        return -ENOMEM;
+    buf = malloc(cap);
+    if (!buf)
+        return -ENOMEM;
+    o = (size_t)snprintf(buf, cap, "file: %s\n", f->header_path);
+    if (sl)
+        o += (size_t)snprintf(buf + o, cap - o, "symbol: %s\n", sym);
+    buf[o++] = '\n';
+    hlen = o;
+    if (f->clean) {
+        memcpy(buf + o, f->src + byte_a, code);
+        o += code;
+    } else {
+        o += utf8_sanitize(buf + o, f->src + byte_a, code);
+    }
+    buf[o] = '\0';
+    sym_copy = buf + o + 1;
+    memcpy(sym_copy, sym, sl + 1);
+    path_copy = sym_copy + sl + 1;
+    memcpy(path_copy, f->path, pl + 1);
+
+    r = array_grow((void **)&out->items, &out->cap, out->n + 1, sizeof(struct chunk));
+    if (r < 0) {
+        free(buf);
+        return r;
+    }
+    out->items[out->n++] = (struct chunk){
+        .text = buf,
+        .text_len = o,
+        .header_len = hlen,
+        .path = path_copy,
+        .start_line = g->a + 1,
+        .end_line = g->b + 1,
+        .start_byte = g->byte_a,
+        .end_byte = g->byte_b,
+        .unit_start_line = unit_a + 1,
+        .unit_end_line = unit_b + 1,
+        .unit_start_byte = byte_a,
+        .unit_end_byte = byte_b,
+        .title = title,
+        .language = f->language,
+        .symbol = sym_copy,
+        .n_tokens = (uint32_t)MIN((size_t)tokens + header_tokens(f, sym), (size_t)UINT32_MAX),
+    };
+    return 0;
+}
+
+/*
+ * The title chunk of piece p, when it has one: the line naming its unit, without the
+ * indentation and trailing blanks, after the same header.  A second, short view of a unit:
+ * its name and signature embed without the body diluting them (semantic MRR@10 on the shared
+ * eval's dev set 0.420 -> 0.449), and as a tiny document it lets BM25 weigh those words up.
+ */
+static int emit_title(struct file *f, const struct piece *p, const struct piece *g, const char *sym,
+                      size_t sl, struct chunk_list *out)
+{
+    uint32_t line = p->title - 1;
+    size_t a = f->start[line], e = line_end_no_nl(f, line), t;
+    int r;
+
+    while (a < e && (f->src[a] == ' ' || f->src[a] == '\t'))
+        a++;
+    while (e > a && (f->src[e - 1] == ' ' || f->src[e - 1] == '\t' || f->src[e - 1] == '\r'))
+        e--;
+    if (a == e)
+        return 0;
+    r = count_bytes(f, a, e, f->flags[line] & LINE_DIRTY, &t);
+    if (r < 0)
+        return r;
+    if (t > chunk_budget(f, sym))
+        return 0;
+    return emit_one(f, g, sym, sl, line, line, a, e, (uint32_t)t, true, out);
+}
+
+/*
  * Turn pieces into chunks appended to out: piece i's text and symbol, group gs->items[i]'s
- * lines and bytes (gs NULL: each piece is its own group).  Each chunk is one allocation
- * holding, in order, its text (header and sanitized code), symbol and path, so
- * chunk_list_release() frees one block.
+ * lines and bytes (gs NULL: each piece is its own group), each unit's title chunk first.
  */
 static int emit_chunks(struct file *f, const struct pieces *ps, const struct pieces *gs,
                        struct chunk_list *out)
 {
-    size_t hl = strlen(f->header_path), pl = strlen(f->path);
     char sym[SYMBOL_MAX + 8];
 
     for (size_t i = 0; i < ps->n; i++) {
         const struct piece *p = &ps->items[i], *g = gs ? &gs->items[i] : p;
-        size_t code = p->byte_b - p->byte_a, sl, cap, o, hlen;
-        char *buf, *sym_copy, *path_copy;
+        size_t sl = render_symbol(f, p, sym, sizeof(sym));
         int r;
 
-        sl = render_symbol(f, p, sym, sizeof(sym));
-        /* header + code (sanitizing may triple it) + NUL + symbol + NUL + path + NUL */
-        if (!size_mul_ok(code, 3, &cap) || !size_add_ok(cap, hl + 2 * sl + pl + 64, &cap))
-            return -ENOMEM;
-        buf = malloc(cap);
-        if (!buf)
-            return -ENOMEM;
-        o = (size_t)snprintf(buf, cap, "file: %s\n", f->header_path);
-        if (sl)
-            o += (size_t)snprintf(buf + o, cap - o, "symbol: %s\n", sym);
-        buf[o++] = '\n';
-        hlen = o;
-        if (f->clean) {
-            memcpy(buf + o, f->src + p->byte_a, code);
-            o += code;
-        } else {
-            o += utf8_sanitize(buf + o, f->src + p->byte_a, code);
+        if (p->title) {
+            r = emit_title(f, p, g, sym, sl, out);
+            if (r < 0)
+                return r;
         }
-        buf[o] = '\0';
-        sym_copy = buf + o + 1;
-        memcpy(sym_copy, sym, sl + 1);
-        path_copy = sym_copy + sl + 1;
-        memcpy(path_copy, f->path, pl + 1);
-
-        r = array_grow((void **)&out->items, &out->cap, out->n + 1, sizeof(struct chunk));
-        if (r < 0) {
-            free(buf);
+        r = emit_one(f, g, sym, sl, p->a, p->b, p->byte_a, p->byte_b, p->tokens, false, out);
+        if (r < 0)
             return r;
-        }
-        out->items[out->n++] = (struct chunk){
-            .text = buf,
-            .text_len = o,
-            .header_len = hlen,
-            .path = path_copy,
-            .start_line = g->a + 1,
-            .end_line = g->b + 1,
-            .start_byte = g->byte_a,
-            .end_byte = g->byte_b,
-            .unit_start_line = p->a + 1,
-            .unit_end_line = p->b + 1,
-            .unit_start_byte = p->byte_a,
-            .unit_end_byte = p->byte_b,
-            .language = f->language,
-            .symbol = sym_copy,
-            .n_tokens =
-                (uint32_t)MIN((size_t)p->tokens + header_tokens(f, sym), (size_t)UINT32_MAX),
-        };
+        if (out->n > f->opt->max_chunks)
+            return -EFBIG;
     }
     return 0;
 }

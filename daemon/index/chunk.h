@@ -16,10 +16,18 @@
  * while each function still gets an embedding of its own (one vector for several functions
  * matched none of them well: semantic MRR@10 on the shared eval's dev set 0.352 -> 0.420).
  *
+ * Titles.  A function or type unit spanning several lines is preceded by a *title* chunk: the
+ * line naming it ("def get_loop(self):", "static int ring_pop(struct ring *r, int *out)")
+ * under the same header, in the same group.  A second, short view of the unit: its name and
+ * signature embed without the body diluting them, and as a tiny lexical document it weighs
+ * its words up (dev set: semantic 0.420 -> 0.442, lexical 0.416 -> 0.427, hybrid 0.496 ->
+ * 0.509), for about 20% more tokens to embed.
+ *
  * Invariants of a chunk list produced by chunk_file():
  *   - lines are 1-based and inclusive; chunks are in file order; the chunks of one group are
- *     consecutive and share start/end line and byte; their units tile it in order (first unit
- *     starts it, last one ends it); every non-blank line of the file is in at least one unit;
+ *     consecutive and share start/end line and byte; their units, titles aside, tile it in
+ *     order (first unit starts it, last one ends it); a title's unit is one line of the chunk
+ *     right after it, without indentation; every non-blank line of the file is in a unit;
  *     code groups do not overlap; line windows (one unit each) overlap by
  *     chunk_options.window_overlap lines; a line too long for one chunk is cut into several
  *     chunks (groups of their own) with the same line number and consecutive byte ranges;
@@ -77,6 +85,7 @@ struct chunk {
     size_t start_byte, end_byte;   /* the group: [start, end) in the content */
     uint32_t unit_start_line, unit_end_line; /* the unit, within the group */
     size_t unit_start_byte, unit_end_byte;   /* the unit: text + header_len is its code */
+    bool title;           /* a title chunk: the line naming the unit of the chunk after it */
     const char *language; /* static string: "python", "c", ..., "markdown", "text" */
     const char *symbol;   /* "" when none, e.g. "Foo.bar"; owned by the list */
     uint32_t n_tokens;    /* tokens of text as counted, plus the 2 special tokens */

@@ -104,16 +104,23 @@ static bool blank_line(const char *s, size_t n)
     return true;
 }
 
+/* Is chunk b in the same group as chunk a? */
+static bool same_group(const struct chunk *a, const struct chunk *b)
+{
+    return a && b && a->start_line == b->start_line && a->end_line == b->end_line &&
+           a->start_byte == b->start_byte && a->end_byte == b->end_byte;
+}
+
 /*
- * The contract of chunk.h, checked on one result: order, line and byte ranges, coverage of
- * every non-blank line, header and code text, token and line limits.  `overlap` allows windows
- * to overlap (the fallback); code chunks must not.
+ * The contract of chunk.h, checked on one result: order, group, unit and byte ranges, title
+ * chunks, coverage of every non-blank line, header and code text, token and line limits.
+ * `overlap` allows windows to overlap (the fallback); code groups must not.
  */
 static void check_invariants(const char *path, const char *src, size_t len,
                              const struct chunk_options *opt, const struct chunk_list *l,
                              bool overlap)
 {
-    size_t n_lines = 0, *starts, covered_to = 0;
+    size_t n_lines = 0, *starts;
     char header[512];
     size_t hl;
     unsigned char *covered;
@@ -133,13 +140,14 @@ static void check_invariants(const char *path, const char *src, size_t len,
 
     hl = (size_t)snprintf(header, sizeof(header), "file: %s\n", path);
     for (size_t i = 0; i < l->n; i++) {
-        const struct chunk *c = &l->items[i], *p = i > 0 ? &l->items[i - 1] : NULL;
-        const struct chunk *nx = i + 1 < l->n ? &l->items[i + 1] : NULL;
+        /* p, nx: the chunks before and after c, not counting title chunks */
+        const struct chunk *c = &l->items[i], *p = NULL, *nx = NULL;
         size_t ua = c->unit_start_byte, ue = c->unit_end_byte;
-        bool same_group = p && p->start_line == c->start_line && p->end_line == c->end_line &&
-                          p->start_byte == c->start_byte && p->end_byte == c->end_byte;
-        bool group_ends = !nx || nx->start_line != c->start_line || nx->end_line != c->end_line ||
-                          nx->start_byte != c->start_byte || nx->end_byte != c->end_byte;
+
+        for (size_t k = i; k > 0 && !p; k--)
+            p = l->items[k - 1].title ? NULL : &l->items[k - 1];
+        for (size_t k = i + 1; k < l->n && !nx; k++)
+            nx = l->items[k].title ? NULL : &l->items[k];
 
         /* The group: what a hit reports. */
         ASSERT_GE(c->start_line, 1);
@@ -151,19 +159,9 @@ static void check_invariants(const char *path, const char *src, size_t len,
         /* Byte range lies within the chunk's lines. */
         ASSERT_GE(c->start_byte, starts[c->start_line - 1]);
         ASSERT_LE(c->end_byte, c->end_line < n_lines ? starts[c->end_line] : len);
-        if (p && !same_group) {
-            ASSERT_GE(c->start_line, p->start_line);
-            if (!overlap && p->end_line == c->start_line) {
-                /* Only the pieces of one long line share a line, and they tile it. */
-                ASSERT_EQ(p->start_line, p->end_line);
-                ASSERT_EQ(c->start_byte, p->end_byte);
-            } else if (!overlap) {
-                ASSERT_GT(c->start_line, p->end_line);
-            }
-        }
         if (c->start_byte != starts[c->start_line - 1])
             ASSERT_EQ(c->start_line, c->end_line); /* a piece of a long line */
-        /* The unit: what is embedded.  A group's units tile it in order, first to last. */
+        /* The unit: what is embedded, within the group. */
         ASSERT_LE(c->start_line, c->unit_start_line);
         ASSERT_LE(c->unit_start_line, c->unit_end_line);
         ASSERT_LE(c->unit_end_line, c->end_line);
@@ -172,12 +170,39 @@ static void check_invariants(const char *path, const char *src, size_t len,
         ASSERT_LE(ue, c->end_byte);
         ASSERT_GE(ua, starts[c->unit_start_line - 1]);
         ASSERT_LE(ue, c->unit_end_line < n_lines ? starts[c->unit_end_line] : len);
-        if (same_group)
-            ASSERT_GT(c->unit_start_line, p->unit_end_line);
-        else
-            ASSERT_EQ(ua, c->start_byte);
-        if (group_ends)
-            ASSERT_EQ(ue, c->end_byte);
+        if (c->title) {
+            /* One line of the unit right after it, in its group, under its name, without the
+             * indentation or trailing blanks. */
+            const struct chunk *u = i + 1 < l->n ? &l->items[i + 1] : NULL;
+            ASSERT_TRUE(u && !u->title && same_group(c, u));
+            ASSERT_EQ(c->unit_start_line, c->unit_end_line);
+            ASSERT_LE(u->unit_start_line, c->unit_start_line);
+            ASSERT_LE(c->unit_end_line, u->unit_end_line);
+            ASSERT_TRUE(c->symbol[0] && strcmp(c->symbol, u->symbol) == 0);
+            ASSERT_TRUE(src[ua] != ' ' && src[ua] != '\t' && src[ue - 1] != ' ' &&
+                        src[ue - 1] != '\n');
+        } else {
+            /* A group's units tile it in order, first to last; groups follow each other. */
+            if (same_group(p, c)) {
+                ASSERT_GT(c->unit_start_line, p->unit_end_line);
+            } else {
+                ASSERT_EQ(ua, c->start_byte);
+                if (p) {
+                    ASSERT_GE(c->start_line, p->start_line);
+                    if (!overlap && p->end_line == c->start_line) {
+                        /* Only the pieces of one long line share a line, and they tile it. */
+                        ASSERT_EQ(p->start_line, p->end_line);
+                        ASSERT_EQ(c->start_byte, p->end_byte);
+                    } else if (!overlap) {
+                        ASSERT_GT(c->start_line, p->end_line);
+                    }
+                }
+            }
+            if (!same_group(c, nx))
+                ASSERT_EQ(ue, c->end_byte);
+            for (uint32_t ln = c->unit_start_line; ln <= c->unit_end_line; ln++)
+                covered[ln] = 1;
+        }
         /* Text: NUL-terminated valid UTF-8 "file: PATH\n[symbol: S\n]\n" + the unit's code. */
         ASSERT_EQ(strlen(c->text), c->text_len);
         ASSERT_TRUE(utf8_ok(c->text, c->text_len));
@@ -197,9 +222,6 @@ static void check_invariants(const char *path, const char *src, size_t len,
             ASSERT_LE(opt->count_tokens(opt->count_ctx, c->text, c->text_len) + 2, opt->max_tokens);
         ASSERT_TRUE(c->language && c->language[0]);
         ASSERT_TRUE(c->path && c->path != path);
-        for (uint32_t ln = c->unit_start_line; ln <= c->unit_end_line; ln++)
-            covered[ln] = 1;
-        covered_to = ue > covered_to ? ue : covered_to;
     }
     for (size_t ln = 1; ln <= n_lines; ln++) {
         size_t a = starts[ln - 1], e = ln < n_lines ? starts[ln] : len;
@@ -210,12 +232,50 @@ static void check_invariants(const char *path, const char *src, size_t len,
     free(covered);
 }
 
+/* Chunks that are not titles. */
+static size_t count_units(const struct chunk_list *l)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < l->n; i++)
+        n += !l->items[i].title;
+    return n;
+}
+
 struct expect {
     uint32_t start, end;
     const char *symbol;
+    uint32_t title; /* the line of the unit's title chunk; 0: none */
 };
 
-/* Chunk a sample with merging off and compare boundaries and symbols exactly. */
+/*
+ * The units of l (title chunks aside) are exactly `want`, each after its title chunk when it
+ * has one; without grouping, each reports its own lines.
+ */
+static void check_units(const char *file, const struct chunk_list *l, const struct expect *want,
+                        size_t n_want, bool grouped)
+{
+    size_t k = 0;
+
+    ASSERT_EQ(count_units(l), n_want);
+    for (size_t i = 0; i < l->n; i++) {
+        const struct chunk *ch = &l->items[i], *t = i > 0 ? &l->items[i - 1] : NULL;
+        uint32_t title = t && t->title ? t->unit_start_line : 0;
+
+        if (ch->title)
+            continue;
+        if (ch->unit_start_line != want[k].start || ch->unit_end_line != want[k].end ||
+            strcmp(ch->symbol, want[k].symbol) != 0 || title != want[k].title ||
+            (!grouped && (ch->start_line != want[k].start || ch->end_line != want[k].end)))
+            test_fail(__FILE__, __LINE__,
+                      "%s unit %zu: got %u-%u \"%s\" title %u, want %u-%u \"%s\" title %u", file, k,
+                      ch->unit_start_line, ch->unit_end_line, ch->symbol, title, want[k].start,
+                      want[k].end, want[k].symbol, want[k].title);
+        k++;
+    }
+}
+
+/* Chunk a sample without groups and compare units, titles and symbols exactly; then with. */
 static void check_sample(const char *file, const char *language, const struct expect *want,
                          size_t n_want)
 {
@@ -233,30 +293,18 @@ static void check_sample(const char *file, const char *language, const struct ex
     chunk_options_init(&opt);
     opt.min_tokens = 0;
     chunk_list_init(&l);
-    ASSERT_EQ(chunk_file(c, file, src, len, &opt, &l), (int)n_want);
-    for (size_t i = 0; i < l.n; i++) {
-        const struct chunk *ch = &l.items[i];
-        if (ch->start_line != want[i].start || ch->end_line != want[i].end ||
-            ch->unit_start_line != ch->start_line || ch->unit_end_line != ch->end_line ||
-            strcmp(ch->symbol, want[i].symbol) != 0)
-            test_fail(__FILE__, __LINE__, "%s chunk %zu: got %u-%u \"%s\", want %u-%u \"%s\"", file,
-                      i, ch->start_line, ch->end_line, ch->symbol, want[i].start, want[i].end,
-                      want[i].symbol);
-        ASSERT_STREQ(ch->language, language);
-    }
+    ASSERT_GT(chunk_file(c, file, src, len, &opt, &l), 0);
+    check_units(file, &l, want, n_want, false);
+    for (size_t i = 0; i < l.n; i++)
+        ASSERT_STREQ(l.items[i].language, language);
     check_invariants(file, src, len, &opt, &l, false);
     chunk_list_release(&l);
 
-    /* The defaults group small neighbours into groups: the same units, some of them
-     * reporting a larger group.  Then with a custom counter. */
+    /* The defaults put small neighbours in groups: the same units, some of them reporting a
+     * larger group.  Then with a custom counter. */
     chunk_options_init(&opt);
-    ASSERT_EQ(chunk_file(c, file, src, len, &opt, &l), (int)n_want);
-    for (size_t i = 0; i < l.n; i++) {
-        const struct chunk *ch = &l.items[i];
-        ASSERT_EQ(ch->unit_start_line, want[i].start);
-        ASSERT_EQ(ch->unit_end_line, want[i].end);
-        ASSERT_STREQ(ch->symbol, want[i].symbol);
-    }
+    ASSERT_GT(chunk_file(c, file, src, len, &opt, &l), 0);
+    check_units(file, &l, want, n_want, true);
     check_invariants(file, src, len, &opt, &l, false);
     chunk_list_release(&l);
     opt.count_tokens = count3;
@@ -274,14 +322,14 @@ static void check_sample(const char *file, const char *language, const struct ex
 TEST(python_class_methods)
 {
     static const struct expect want[] = {
-        {1, 5, ""},
-        {8, 11, "Item"},
-        {14, 17, "Inventory"},
-        {19, 20, "Inventory.__init__"},
-        {22, 29, "Inventory.add"},   /* with the comment above it */
-        {31, 33, "Inventory.total"}, /* with its decorator */
-        {36, 38, "load"},
-        {41, 42, ""},
+        {1, 5, "", 0},
+        {8, 11, "Item", 0},
+        {14, 17, "Inventory", 0},
+        {19, 20, "Inventory.__init__", 0},
+        {22, 29, "Inventory.add", 23},  /* with the comment above it */
+        {31, 33, "Inventory.total", 0}, /* with its decorator */
+        {36, 38, "load", 0},
+        {41, 42, "", 0},
     };
     check_sample("sample.py", "python", want, ELEMENTSOF(want));
 }
@@ -289,7 +337,11 @@ TEST(python_class_methods)
 TEST(c_functions)
 {
     static const struct expect want[] = {
-        {1, 4, ""}, {6, 9, "ring"}, {11, 21, "ring_push"}, {23, 30, "ring_pop"}, {32, 41, "main"},
+        {1, 4, "", 0},
+        {6, 9, "ring", 0},
+        {11, 21, "ring_push", 12},
+        {23, 30, "ring_pop", 23},
+        {32, 41, "main", 32},
     };
     check_sample("sample.c", "c", want, ELEMENTSOF(want));
 }
@@ -297,15 +349,15 @@ TEST(c_functions)
 TEST(cpp_namespace_class)
 {
     static const struct expect want[] = {
-        {1, 2, ""},
-        {4, 4, "shapes"},
-        {6, 8, "shapes::Polygon"},
-        {9, 9, "shapes::Polygon::Polygon"},
-        {11, 19, "shapes::Polygon::area"},
-        {21, 25, "shapes::Polygon"},
-        {27, 30, "shapes::Polygon::name"},
-        {32, 36, "shapes::clamp"},
-        {38, 38, "shapes"},
+        {1, 2, "", 0},
+        {4, 4, "shapes", 0},
+        {6, 8, "shapes::Polygon", 0},
+        {9, 9, "shapes::Polygon::Polygon", 0},
+        {11, 19, "shapes::Polygon::area", 11},
+        {21, 25, "shapes::Polygon", 0},
+        {27, 30, "shapes::Polygon::name", 0},
+        {32, 36, "shapes::clamp", 0},
+        {38, 38, "shapes", 0},
     };
     check_sample("sample.cpp", "cpp", want, ELEMENTSOF(want));
 }
@@ -313,7 +365,8 @@ TEST(cpp_namespace_class)
 TEST(go_methods)
 {
     static const struct expect want[] = {
-        {1, 6, ""}, {8, 12, "Cache"}, {14, 17, "entry"}, {19, 28, "Cache.Get"}, {30, 32, "New"},
+        {1, 6, "", 0},      {8, 12, "Cache", 0}, {14, 17, "entry", 0}, {19, 28, "Cache.Get", 20},
+        {30, 32, "New", 0},
     };
     check_sample("sample.go", "go", want, ELEMENTSOF(want));
 }
@@ -321,10 +374,10 @@ TEST(go_methods)
 TEST(rust_impl_and_attributes)
 {
     static const struct expect want[] = {
-        {1, 1, ""},          {3, 7, "Counter"}, /* doc comment and #[derive] attached */
-        {9, 9, "Counter"},   {10, 12, "Counter::new"}, {14, 19, "Counter::add"},
-        {20, 20, "Counter"}, {22, 24, "tests"},        {26, 31, "tests::counts_words"},
-        {32, 32, "tests"},
+        {1, 1, "", 0},          {3, 7, "Counter", 0}, /* doc comment and #[derive] attached */
+        {9, 9, "Counter", 0},   {10, 12, "Counter::new", 0}, {14, 19, "Counter::add", 15},
+        {20, 20, "Counter", 0}, {22, 24, "tests", 0},        {26, 31, "tests::counts_words", 27},
+        {32, 32, "tests", 0},
     };
     check_sample("sample.rs", "rust", want, ELEMENTSOF(want));
 }
@@ -332,12 +385,12 @@ TEST(rust_impl_and_attributes)
 TEST(java_class)
 {
     static const struct expect want[] = {
-        {1, 4, ""},
-        {6, 8, "Sample"},
-        {10, 11, "Sample.Sample"},
-        {13, 16, "Sample.push"},
-        {18, 25, "Sample.toString"},
-        {26, 26, "Sample"},
+        {1, 4, "", 0},
+        {6, 8, "Sample", 0},
+        {10, 11, "Sample.Sample", 0},
+        {13, 16, "Sample.push", 0},
+        {18, 25, "Sample.toString", 19},
+        {26, 26, "Sample", 0},
     };
     check_sample("Sample.java", "java", want, ELEMENTSOF(want));
 }
@@ -345,9 +398,9 @@ TEST(java_class)
 TEST(javascript_functions_and_class)
 {
     static const struct expect want[] = {
-        {1, 3, ""},        {5, 13, "loadConfig"},         {15, 15, "isEnabled"},
-        {17, 17, "Store"}, {18, 20, "Store.constructor"}, {22, 24, "Store.get"},
-        {25, 25, "Store"},
+        {1, 3, "", 0},        {5, 13, "loadConfig", 5},         {15, 15, "isEnabled", 0},
+        {17, 17, "Store", 0}, {18, 20, "Store.constructor", 0}, {22, 24, "Store.get", 0},
+        {25, 25, "Store", 0},
     };
     check_sample("sample.js", "javascript", want, ELEMENTSOF(want));
 }
@@ -355,13 +408,13 @@ TEST(javascript_functions_and_class)
 TEST(typescript_interfaces_and_class)
 {
     static const struct expect want[] = {
-        {1, 4, "User"},
-        {6, 6, "Id"},
-        {8, 9, "UserRepo"},
-        {11, 13, "UserRepo.add"},
-        {15, 17, "UserRepo.find"},
-        {18, 18, "UserRepo"},
-        {20, 21, "byName"},
+        {1, 4, "User", 0},
+        {6, 6, "Id", 0},
+        {8, 9, "UserRepo", 0},
+        {11, 13, "UserRepo.add", 0},
+        {15, 17, "UserRepo.find", 0},
+        {18, 18, "UserRepo", 0},
+        {20, 21, "byName", 20},
     };
     check_sample("sample.ts", "typescript", want, ELEMENTSOF(want));
 }
@@ -369,10 +422,10 @@ TEST(typescript_interfaces_and_class)
 TEST(tsx_components)
 {
     static const struct expect want[] = {
-        {1, 1, ""},
-        {3, 3, "Props"},
-        {5, 12, "Counter"},
-        {14, 16, "App"},
+        {1, 1, "", 0},
+        {3, 3, "Props", 0},
+        {5, 12, "Counter", 5},
+        {14, 16, "App", 0},
     };
     check_sample("sample.tsx", "tsx", want, ELEMENTSOF(want));
 }
@@ -413,6 +466,9 @@ TEST(merging)
      * after it (9, 12, 5).  Every unit stays a chunk with its own text and symbol. */
     ASSERT_EQ(chunk_file(c, "sample.py", src, len, &opt, &l), 8);
     check_invariants("sample.py", src, len, &opt, &l, false);
+    /* No unit here has the code for a title chunk (more than 48 words). */
+    for (size_t i = 0; i < l.n; i++)
+        ASSERT_FALSE(l.items[i].title);
     {
         static const struct {
             uint32_t start, end, unit_start, unit_end, tokens;
@@ -450,16 +506,101 @@ TEST(merging)
     ASSERT_STREQ(l.items[7].symbol, "");
     chunk_list_release(&l);
 
-    /* The defaults group too: the same eight units, in fewer groups. */
-    ASSERT_EQ(chunk_file(c, "sample.py", src, len, NULL, &l), 8);
+    /* The defaults group too: the same eight units in two groups, and add(), long enough at
+     * 97 tokens, after its title chunk. */
+    ASSERT_EQ(chunk_file(c, "sample.py", src, len, NULL, &l), 9);
     ASSERT_EQ(l.items[0].start_line, 1);
     ASSERT_EQ(l.items[3].end_line, 20);
     ASSERT_STREQ(l.items[3].symbol, "Inventory.__init__");
+    ASSERT_TRUE(l.items[4].title);
+    ASSERT_STREQ(l.items[4].text + l.items[4].header_len, "def add(self, item):");
     ASSERT_EQ(l.items[4].start_line, 22);
-    ASSERT_EQ(l.items[7].end_line, 42);
+    ASSERT_EQ(l.items[4].unit_start_line, 23);
+    ASSERT_EQ(l.items[5].unit_start_line, 22);
+    ASSERT_STREQ(l.items[5].symbol, "Inventory.add");
+    ASSERT_EQ(l.items[8].end_line, 42);
+    chunk_options_init(&opt);
+    check_invariants("sample.py", src, len, &opt, &l, false);
     chunk_list_release(&l);
     chunker_free(c);
     free(src);
+}
+
+TEST(titles)
+{
+    /* A C function whose name is on the line after its return type, a Python method long
+     * enough for a title, a short one and a one-liner that are not. */
+    static const char c_src[] = "/* Sum the ring. */\n"
+                                "static int\n"
+                                "ring_sum(const struct ring *r)\n"
+                                "{\n"
+                                "    int total = 0;\n"
+                                "    for (size_t i = 0; i < r->len; i++)\n"
+                                "        total += r->items[(r->head + i) % r->cap] * weight(i);\n"
+                                "    return total > 0 ? total : -total;\n"
+                                "}\n";
+    static const char py_src[] = "class Box:\n"
+                                 "    def size(self):\n"
+                                 "        return self._size\n"
+                                 "\n"
+                                 "    def resize(self, width, height, keep_ratio=False):\n"
+                                 "        if keep_ratio:\n"
+                                 "            ratio = self.width / max(self.height, 1)\n"
+                                 "            height = int(width / ratio)\n"
+                                 "        self.width, self.height = width, height\n"
+                                 "        self._size = self.width * self.height\n"
+                                 "        return self._size\n"
+                                 "\n"
+                                 "    def close(self): self._open = False\n";
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+
+    need_grammars();
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    chunk_list_init(&l);
+    ASSERT_EQ(chunk_file(c, "ring.c", c_src, sizeof(c_src) - 1, &opt, &l), 2);
+    check_invariants("ring.c", c_src, sizeof(c_src) - 1, &opt, &l, false);
+    ASSERT_TRUE(l.items[0].title);
+    ASSERT_STREQ(l.items[0].symbol, "ring_sum");
+    ASSERT_STREQ(l.items[0].text,
+                 "file: ring.c\nsymbol: ring_sum\n\nring_sum(const struct ring *r)");
+    ASSERT_EQ(l.items[0].unit_start_line, 3);
+    ASSERT_EQ(l.items[0].start_line, 1);
+    ASSERT_EQ(l.items[0].end_line, 9);
+    ASSERT_FALSE(l.items[1].title);
+    ASSERT_EQ(l.items[1].unit_start_line, 1); /* with the comment above it */
+    chunk_list_release(&l);
+
+    ASSERT_GT(chunk_file(c, "box.py", py_src, sizeof(py_src) - 1, &opt, &l), 0);
+    check_invariants("box.py", py_src, sizeof(py_src) - 1, &opt, &l, false);
+    for (size_t i = 0; i < l.n; i++) {
+        const struct chunk *ch = &l.items[i];
+        if (!ch->title)
+            continue;
+        ASSERT_STREQ(ch->symbol, "Box.resize");
+        ASSERT_STREQ(ch->text + ch->header_len,
+                     "def resize(self, width, height, keep_ratio=False):");
+        ASSERT_EQ(ch->unit_start_line, 5);
+        ASSERT_EQ(l.items[i + 1].unit_start_line, 5);
+        ASSERT_EQ(l.items[i + 1].unit_end_line, 11);
+        ASSERT_EQ(count_units(&l) + 1, l.n); /* the only title */
+    }
+    ASSERT_EQ(count_units(&l) + 1, l.n);
+    chunk_list_release(&l);
+
+    /* Without groups the title reports its unit's lines. */
+    opt.min_tokens = 0;
+    ASSERT_GT(chunk_file(c, "box.py", py_src, sizeof(py_src) - 1, &opt, &l), 0);
+    check_invariants("box.py", py_src, sizeof(py_src) - 1, &opt, &l, false);
+    for (size_t i = 0; i < l.n; i++)
+        if (l.items[i].title) {
+            ASSERT_EQ(l.items[i].start_line, 5);
+            ASSERT_EQ(l.items[i].end_line, 11);
+        }
+    chunk_list_release(&l);
+    chunker_free(c);
 }
 
 /* A buffer that grows with printf-style appends (test-only convenience). */
@@ -521,12 +662,19 @@ TEST(big_function_split_on_statements)
         const char *code = ch->text + ch->header_len;
         size_t n = ch->text_len - ch->header_len;
 
-        /* The declaration before big() merged in or stands alone; every other piece is big's
-         * and ends after a whole statement, never inside an if block. */
+        /* The declaration before big() stands alone, then big()'s title, its name line;
+         * every other piece is big's and ends after a whole statement, never inside an if
+         * block. */
         if (strcmp(ch->symbol, "big") != 0) {
             ASSERT_EQ(i, 0);
             continue;
         }
+        if (ch->title) {
+            ASSERT_EQ(i, 1);
+            ASSERT_STREQ(code, "int big(int n)");
+            continue;
+        }
+        ASSERT_FALSE(i == 1);
         ASSERT_TRUE(n >= 2 && code[n - 1] == '\n');
         ASSERT_TRUE(code[n - 2] == ';' || code[n - 2] == '}' || code[n - 2] == '{');
         /* The last line is not inside an if block (indented 8). */
@@ -587,14 +735,15 @@ TEST(tiny_functions_merged)
     ASSERT_OK(chunker_new(&c));
     chunk_list_init(&l);
     ASSERT_EQ(chunk_file(c, "tiny.py", b.s, b.n, NULL, &l), 40);
-    /* 40 functions of ~15 tokens: one chunk each, named alone, in a handful of groups of
-     * several functions. */
+    /* 40 functions of ~15 tokens: one chunk each (too short for titles), named alone, in a
+     * handful of groups of several functions. */
     {
         size_t groups = 0;
         for (size_t i = 0; i < l.n; i++) {
             char name[16];
             snprintf(name, sizeof(name), "get_%zu", i);
             ASSERT_STREQ(l.items[i].symbol, name);
+            ASSERT_FALSE(l.items[i].title);
             groups += i == 0 || l.items[i].start_line != l.items[i - 1].start_line;
         }
         ASSERT_LE(groups, 8);

@@ -18,6 +18,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define MR 6
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define NV_MAX (CPU_GEMM_NR / 16)
 
 _Static_assert(CPU_GEMM_MB % MR == 0, "row blocks must hold whole tiles");
@@ -146,43 +148,118 @@ void cpu_gemm_bf16_avx512(const struct cpu_gemm_weights *w, const float *A, size
 /* ---- int8 ---- */
 
 /*
- * Row a's outlier channels, exactly as cpu_gemm_pick_outliers() picks them: the top 4 |a| by
- * (value desc, index asc), in one vector pass that offers only lanes that can still make it.
- * `hint` (n_hint entries, the previous row's channels, or none) only speeds this up: the four
- * values of this row at those channels are four distinct elements, so the fourth largest |a| of
- * the row is at least their minimum T, and elements below T cannot be picked.  Skipping them
- * leaves the result unchanged (the offer keeps the top 4 of whatever it is offered, in order),
- * so a row's channels never depend on its neighbours.  BERT's outliers sit in the same few
- * channels in every token, so with the hint a row costs a handful of offers, not ~4 ln(k / 4).
+ * The fourth largest of v's 16 lanes (lanes holding -1 count as values): take the maximum and
+ * retire one lane holding it, four times.
  */
-static size_t pick_outliers(const float *a, size_t k, const uint32_t *hint, size_t n_hint,
-                            uint32_t idx[CPU_GEMM_OUTLIERS])
+static ALWAYS_INLINE float fourth_largest(__m512 v)
 {
-    float best[CPU_GEMM_OUTLIERS], thr = -1.0f, floor = -1.0f;
+    float m = -1.0f;
+
+    for (int i = 0; i < CPU_GEMM_OUTLIERS; i++) {
+        __mmask16 eq;
+
+        m = _mm512_reduce_max_ps(v);
+        eq = _mm512_cmp_ps_mask(v, _mm512_set1_ps(m), _CMP_EQ_OQ);
+        v = _mm512_mask_mov_ps(v, (__mmask16)(eq & -eq), _mm512_set1_ps(-1.0f));
+    }
+    return m;
+}
+
+/*
+ * One row a[0..k) to u8 levels d[0..stride) (the K padding zero) with its minimum and step, and
+ * its outlier channels and their residuals, exactly as the reference computes them
+ * (cpu_gemm_pick_outliers(), the range of the other channels, cpu_gemm_int8_level()).
+ *
+ * The outliers are the top 4 |a| by (value desc, index asc).  A lower bound T of the fourth
+ * largest |a| makes the search cheap: every element below T is certainly not an outlier (so it
+ * goes straight into the min/max), and only the few at or above T are offered, in index order,
+ * which picks the same four as offering everything.  T is the larger of two bounds, each the
+ * minimum of four distinct elements: the fourth largest of the 16 per-lane maxima (pass 1), and
+ * the row's values at the previous row's outlier channels (`hint`; BERT's outliers sit in the
+ * same few channels in most tokens).  Candidates that are not picked rejoin the min/max.
+ * `cand` has room for a 16-bit mask per 16 channels.  Returns the number of outliers (0 when
+ * k < CPU_GEMM_MIN_K_OUTLIERS, else CPU_GEMM_OUTLIERS).
+ */
+static size_t quantize_row(const float *a, size_t k, const uint32_t *hint, size_t n_hint,
+                           uint8_t *d, size_t stride, uint16_t *cand, float *ret_min,
+                           float *ret_scale, float res[CPU_GEMM_OUTLIERS],
+                           uint32_t out[CPU_GEMM_OUTLIERS])
+{
+    __m512 vmin = _mm512_set1_ps(INFINITY), vmax = _mm512_set1_ps(-INFINITY), vfloor, vm, vinv;
+    float best[CPU_GEMM_OUTLIERS], floor = INFINITY, mn, mx, scale, inv;
     size_t n = 0;
 
-    if (k < CPU_GEMM_MIN_K_OUTLIERS)
-        return 0;
-    if (n_hint == CPU_GEMM_OUTLIERS) {
-        floor = INFINITY;
-        for (size_t j = 0; j < n_hint; j++)
-            floor = fminf(floor, fabsf(a[hint[j]]));
+    if (k >= CPU_GEMM_MIN_K_OUTLIERS) {
+        __m512 lm = _mm512_set1_ps(-1.0f);
+
+        for (size_t k0 = 0; k0 < k; k0 += 16) {
+            __mmask16 valid = lanes(k - k0);
+
+            lm = _mm512_mask_max_ps(lm, valid, lm,
+                                    _mm512_abs_ps(_mm512_maskz_loadu_ps(valid, a + k0)));
+        }
+        floor = fourth_largest(lm);
+        if (n_hint == CPU_GEMM_OUTLIERS) {
+            float h = INFINITY;
+
+            for (size_t j = 0; j < n_hint; j++)
+                h = fminf(h, fabsf(a[hint[j]]));
+            floor = fmaxf(floor, h);
+        }
     }
+    /* Pass 2: min/max of the certain non-outliers; offer the candidates. */
+    vfloor = _mm512_set1_ps(floor);
     for (size_t k0 = 0; k0 < k; k0 += 16) {
         __mmask16 valid = lanes(k - k0);
-        __m512 x = _mm512_abs_ps(_mm512_maskz_loadu_ps(valid, a + k0));
-        unsigned m = _mm512_mask_cmp_ps_mask(valid, x, _mm512_set1_ps(floor), _CMP_GE_OQ);
+        __m512 x = _mm512_maskz_loadu_ps(valid, a + k0);
+        __mmask16 below = _mm512_mask_cmp_ps_mask(valid, _mm512_abs_ps(x), vfloor, _CMP_LT_OQ);
+        unsigned m = (unsigned)(valid & ~below);
 
-        m = _mm512_mask_cmp_ps_mask((__mmask16)m, x, _mm512_set1_ps(thr), _CMP_GT_OQ);
+        vmin = _mm512_mask_min_ps(vmin, below, vmin, x);
+        vmax = _mm512_mask_max_ps(vmax, below, vmax, x);
+        cand[k0 / 16] = (uint16_t)m;
         while (m) {
             unsigned lane = (unsigned)__builtin_ctz(m);
 
             m &= m - 1;
-            cpu_gemm_outlier_offer(fabsf(a[k0 + lane]), (uint32_t)(k0 + lane), best, idx, &n);
-            if (n == CPU_GEMM_OUTLIERS)
-                thr = best[CPU_GEMM_OUTLIERS - 1];
+            cpu_gemm_outlier_offer(fabsf(a[k0 + lane]), (uint32_t)(k0 + lane), best, out, &n);
         }
     }
+    /* The candidates not picked are ordinary channels. */
+    for (size_t j = 0; j < n; j++)
+        cand[out[j] / 16] &= (uint16_t) ~(1u << (out[j] % 16));
+    if (floor != INFINITY)
+        for (size_t k0 = 0; k0 < k; k0 += 16) {
+            __mmask16 m = cand[k0 / 16];
+
+            if (m) {
+                __m512 x = _mm512_maskz_loadu_ps(m, a + k0);
+
+                vmin = _mm512_mask_min_ps(vmin, m, vmin, x);
+                vmax = _mm512_mask_max_ps(vmax, m, vmax, x);
+            }
+        }
+    cpu_gemm_outliers_sort(out, n);
+    mn = _mm512_reduce_min_ps(vmin);
+    mx = _mm512_reduce_max_ps(vmax);
+    cpu_gemm_int8_row_params(mn, mx, &scale, &inv);
+    *ret_min = mn;
+    *ret_scale = scale;
+    vm = _mm512_set1_ps(mn);
+    vinv = _mm512_set1_ps(inv);
+    for (size_t k0 = 0; k0 < stride; k0 += 16) {
+        __mmask16 m = lanes(left(k, k0));
+        __m512 x = _mm512_maskz_loadu_ps(m, a + k0);
+        __m512 l = _mm512_mul_ps(_mm512_sub_ps(x, vm), vinv);
+        __m512i q;
+
+        /* Clamp to [0, 255] (only outliers fall outside), round to nearest even. */
+        l = _mm512_min_ps(_mm512_max_ps(l, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+        q = _mm512_maskz_cvtps_epi32(m, l);
+        _mm_store_si128((__m128i *)(d + k0), _mm512_cvtusepi32_epi8(q));
+    }
+    for (size_t j = 0; j < n; j++)
+        res[j] = cpu_gemm_int8_residual(a[out[j]], mn, scale, inv);
     return n;
 }
 
@@ -194,17 +271,11 @@ static size_t pick_outliers(const float *a, size_t k, const uint32_t *hint, size
 static size_t quantize_u8(const float *A, size_t lda, size_t mb, size_t mbp, size_t k,
                           size_t stride, const struct cpu_gemm_int8_scratch *s)
 {
-    const size_t k16 = cpu_gemm_round_up(k, 16);
     size_t n_out = 0;
 
-    for (size_t c = 0; c < k16 / 16; c++)
-        s->keep[c] = lanes(left(k, 16 * c));
     for (size_t r = 0; r < mbp; r++) {
         uint8_t *d = s->q + r * stride;
-        const float *a = A + r * lda;
         uint32_t *out = s->out + r * CPU_GEMM_OUTLIERS;
-        __m512 vmin = _mm512_set1_ps(INFINITY), vmax = _mm512_set1_ps(-INFINITY), vm, vinv;
-        float mn, mx, scale, inv;
 
         if (r >= mb) {
             memset(d, 0, stride);
@@ -213,39 +284,9 @@ static size_t quantize_u8(const float *A, size_t lda, size_t mb, size_t mbp, siz
                 s->res[r * CPU_GEMM_OUTLIERS + j] = 0, out[j] = 0;
             continue;
         }
-        n_out = pick_outliers(a, k, r > 0 ? out - CPU_GEMM_OUTLIERS : NULL, r > 0 ? n_out : 0, out);
-        for (size_t j = 0; j < n_out; j++)
-            s->keep[out[j] / 16] &= (uint16_t) ~(1u << (out[j] % 16));
-        /* The row's range over the channels that are not outliers. */
-        for (size_t k0 = 0; k0 < k; k0 += 16) {
-            __mmask16 m = s->keep[k0 / 16];
-            __m512 x = _mm512_maskz_loadu_ps(m, a + k0);
-
-            vmin = _mm512_mask_min_ps(vmin, m, vmin, x);
-            vmax = _mm512_mask_max_ps(vmax, m, vmax, x);
-        }
-        for (size_t j = 0; j < n_out; j++)
-            s->keep[out[j] / 16] |= (uint16_t)(1u << (out[j] % 16));
-        mn = _mm512_reduce_min_ps(vmin);
-        mx = _mm512_reduce_max_ps(vmax);
-        cpu_gemm_int8_row_params(mn, mx, &scale, &inv);
-        s->amin[r] = mn;
-        s->ascale[r] = scale;
-        vm = _mm512_set1_ps(mn);
-        vinv = _mm512_set1_ps(inv);
-        for (size_t k0 = 0; k0 < stride; k0 += 16) {
-            __mmask16 m = lanes(left(k, k0));
-            __m512 x = _mm512_maskz_loadu_ps(m, a + k0);
-            __m512 l = _mm512_mul_ps(_mm512_sub_ps(x, vm), vinv);
-            __m512i q;
-
-            /* Clamp to [0, 255] (only outliers fall outside), round to nearest even. */
-            l = _mm512_min_ps(_mm512_max_ps(l, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
-            q = _mm512_maskz_cvtps_epi32(m, l);
-            _mm_store_si128((__m128i *)(d + k0), _mm512_cvtusepi32_epi8(q));
-        }
-        for (size_t j = 0; j < n_out; j++)
-            s->res[r * CPU_GEMM_OUTLIERS + j] = cpu_gemm_int8_residual(a[out[j]], mn, scale, inv);
+        n_out = quantize_row(A + r * lda, k, r > 0 ? out - CPU_GEMM_OUTLIERS : NULL,
+                             r > 0 ? n_out : 0, d, stride, s->cand, &s->amin[r], &s->ascale[r],
+                             s->res + r * CPU_GEMM_OUTLIERS, out);
     }
     return n_out;
 }
@@ -258,12 +299,19 @@ static ALWAYS_INLINE __m512 load_bf16(const uint16_t *p)
     return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
 }
 
-/* The int8 tile; the epilogue adds sum_j res[r][j] * W^T[out[r][j]][cols] for the outliers. */
+/*
+ * The int8 tile; the epilogue adds sum_j res[r][j] * W^T[out[r][j]][cols] for the outliers, in
+ * the order of out[r] (increasing channel).  When every row of the tile has the same outlier
+ * channels (`shared`: the common case, BERT's outliers being the same few channels in most
+ * tokens), the four W^T vectors of a column block are loaded and widened once for all rows;
+ * otherwise per row.  Both add the same terms in the same order.
+ */
 static ALWAYS_INLINE void int8_tile(const uint32_t *a, size_t lda32, const __m512i *b, size_t kg,
                                     const float *amin, const float *ascale, const float *res,
-                                    const uint32_t *out, size_t n_out, const float *wscale,
-                                    const float *wcorr, const uint16_t *wt, size_t n16, float *C,
-                                    size_t ldc, size_t rows, size_t cols, const int NV)
+                                    const uint32_t *out, size_t n_out, bool shared,
+                                    const float *wscale, const float *wcorr, const uint16_t *wt,
+                                    size_t n16, float *C, size_t ldc, size_t rows, size_t cols,
+                                    const int NV)
 {
     __m512i acc[MR][NV_MAX];
 
@@ -281,6 +329,31 @@ static ALWAYS_INLINE void int8_tile(const uint32_t *a, size_t lda32, const __m51
             _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++) acc[r][c] =
                 _mm512_dpbusd_epi32(acc[r][c], av, bv[c]);
         }
+    }
+    if (shared && n_out == CPU_GEMM_OUTLIERS) {
+        _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++)
+        {
+            __m512 wv[CPU_GEMM_OUTLIERS], ws = _mm512_load_ps(wscale + 16 * c);
+            __m512 wc = _mm512_load_ps(wcorr + 16 * c);
+
+            _Pragma("GCC unroll 4") for (int j = 0; j < CPU_GEMM_OUTLIERS; j++) wv[j] =
+                load_bf16(wt + out[j] * n16 + 16 * c);
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)
+            {
+                const float *rr = res + r * CPU_GEMM_OUTLIERS;
+                __m512 v;
+
+                if ((size_t)r >= rows)
+                    break;
+                v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][c]),
+                                    _mm512_mul_ps(_mm512_set1_ps(ascale[r]), ws),
+                                    _mm512_mul_ps(_mm512_set1_ps(amin[r]), wc));
+                _Pragma("GCC unroll 4") for (int j = 0; j < CPU_GEMM_OUTLIERS; j++) v =
+                    _mm512_fmadd_ps(_mm512_set1_ps(rr[j]), wv[j], v);
+                store_cols(C + r * ldc + 16 * c, v, left(cols, 16 * (size_t)c));
+            }
+        }
+        return;
     }
     _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)
     {
@@ -303,6 +376,15 @@ static ALWAYS_INLINE void int8_tile(const uint32_t *a, size_t lda32, const __m51
             store_cols(C + r * ldc + 16 * c, v, left(cols, 16 * (size_t)c));
         }
     }
+}
+
+/* Whether rows [0, rows) have the same outlier channels as row 0 (out[r] are sorted lists). */
+static bool same_outliers(const uint32_t *out, size_t rows)
+{
+    for (size_t r = 1; r < rows; r++)
+        if (memcmp(out + r * CPU_GEMM_OUTLIERS, out, CPU_GEMM_OUTLIERS * sizeof(*out)) != 0)
+            return false;
+    return true;
 }
 
 void cpu_gemm_int8_avx512(const struct cpu_gemm_weights *w, const float *A, size_t lda, size_t M,
@@ -330,11 +412,12 @@ void cpu_gemm_int8_avx512(const struct cpu_gemm_weights *w, const float *A, size
                 const float *res = s.res + r0 * CPU_GEMM_OUTLIERS;
                 const uint32_t *out = s.out + r0 * CPU_GEMM_OUTLIERS;
                 float *c = C + (m0 + r0) * ldc + col0;
-                size_t rows = mb - r0;
+                size_t rows = MIN(mb - r0, (size_t)MR);
+                bool shared = same_outliers(out, rows);
 
 #define INT8_TILE(NV)                                                                              \
-    int8_tile(a, stride / 4, b, w->kg, s.amin + r0, s.ascale + r0, res, out, n_out, ws, wc, wt,    \
-              n16, c, ldc, rows, cols, NV)
+    int8_tile(a, stride / 4, b, w->kg, s.amin + r0, s.ascale + r0, res, out, n_out, shared, ws,    \
+              wc, wt, n16, c, ldc, rows, cols, NV)
                 switch (cpu_gemm_panel_vectors(w->n, col0)) {
                 case 4:
                     INT8_TILE(4);

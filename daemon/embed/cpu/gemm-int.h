@@ -77,7 +77,7 @@ static inline void cpu_gemm_int8_row_params(float mn, float mx, float *ret_scale
 
 /*
  * The int8 scratch: CPU_GEMM_MB rows of u8 activations, then per row its minimum, scale, outlier
- * channels and their residuals, then the 16-bit masks of the channels that set a row's range.
+ * channels and their residuals, then one 16-bit mask per 16 channels (a row's outlier candidates).
  */
 struct cpu_gemm_int8_scratch {
     uint8_t *q;     /* [MB][cpu_gemm_scratch_row_bytes(INT8, k)] */
@@ -85,7 +85,7 @@ struct cpu_gemm_int8_scratch {
     float *ascale;  /* [MB] */
     float *res;     /* [MB][CPU_GEMM_OUTLIERS] */
     uint32_t *out;  /* [MB][CPU_GEMM_OUTLIERS] */
-    uint16_t *keep; /* [round16(k) / 16] */
+    uint16_t *cand; /* [round16(k) / 16] */
 };
 
 static inline size_t cpu_gemm_int8_scratch_layout(size_t k, void *base,
@@ -106,7 +106,7 @@ static inline size_t cpu_gemm_int8_scratch_layout(size_t k, void *base,
     CPU_GEMM_CARVE(ascale, CPU_GEMM_MB * sizeof(float));
     CPU_GEMM_CARVE(res, CPU_GEMM_MB * CPU_GEMM_OUTLIERS * sizeof(float));
     CPU_GEMM_CARVE(out, CPU_GEMM_MB * CPU_GEMM_OUTLIERS * sizeof(uint32_t));
-    CPU_GEMM_CARVE(keep, k16 / 16 * sizeof(uint16_t));
+    CPU_GEMM_CARVE(cand, k16 / 16 * sizeof(uint16_t));
 #undef CPU_GEMM_CARVE
     return off;
 }
@@ -136,11 +136,30 @@ static inline void cpu_gemm_outlier_offer(float v, uint32_t i, float best[CPU_GE
 }
 
 /*
+ * Put a row's outlier channels in increasing channel order: the order their residual terms are
+ * added in the epilogue.  A canonical order (not by magnitude) means rows with the same channels
+ * get the same list, whatever the ranking of their values, so the kernel can share one set of
+ * W^T loads across a tile of such rows and still add in the same order as the reference.
+ */
+static inline void cpu_gemm_outliers_sort(uint32_t *idx, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        uint32_t v = idx[i];
+        size_t j = i;
+
+        for (; j > 0 && idx[j - 1] > v; j--)
+            idx[j] = idx[j - 1];
+        idx[j] = v;
+    }
+}
+
+/*
  * The outlier channels of a row a[0..k): the CPU_GEMM_OUTLIERS largest |a[i]|, offered in order
- * of i; none when k < CPU_GEMM_MIN_K_OUTLIERS.  Returns the count.  Choosing per row (not per
- * block of rows) keeps a token's vector independent of the other tokens in its batch.  The
- * kernel finds the same channels with a vector scan that offers only values above the current
- * fourth largest, which the offer would refuse anyway.
+ * of i (so of equal values the first wins), returned in increasing channel order; none when
+ * k < CPU_GEMM_MIN_K_OUTLIERS.  Returns the count.  Choosing per row (not per block of rows)
+ * keeps a token's vector independent of the other tokens in its batch.  The kernel finds the
+ * same channels with vector scans that offer only values no smaller than a proven lower bound
+ * of the fourth largest, which the offer would refuse anyway.
  */
 static inline size_t cpu_gemm_pick_outliers(const float *a, size_t k,
                                             uint32_t ret_idx[CPU_GEMM_OUTLIERS])
@@ -152,6 +171,7 @@ static inline size_t cpu_gemm_pick_outliers(const float *a, size_t k,
         return 0;
     for (size_t i = 0; i < k; i++)
         cpu_gemm_outlier_offer(fabsf(a[i]), (uint32_t)i, best, ret_idx, &n);
+    cpu_gemm_outliers_sort(ret_idx, n);
     return n;
 }
 

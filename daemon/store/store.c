@@ -204,6 +204,11 @@ bool store_txn_is_write(const struct store_txn *t)
     return t->write;
 }
 
+uint64_t store_write_ops(const struct store_txn *t)
+{
+    return t->write ? t->log_records : 0;
+}
+
 int store_read_begin(struct store *s, struct store_txn **ret)
 {
     struct store_txn *t;

@@ -127,6 +127,17 @@ void store_write_abort(struct store_txn *t);
 bool store_txn_is_write(const struct store_txn *t);
 
 /*
+ * Primitive writes (puts and deletes of one key) done through write transaction t since it
+ * began; 0 for a read transaction.  What a transaction holds in memory until it commits grows
+ * with this count: LMDB copies every page a write touches into a malloc'd dirty page (and keeps
+ * those pages cached in the environment for later transactions, so the largest transaction
+ * sets the process's footprint for good), and the redo log keeps a copy of every write.  How
+ * many distinct pages the writes touch grows with the size of the tables they land in, so a
+ * writer that wants memory independent of the store's size bounds this count per commit.
+ */
+uint64_t store_write_ops(const struct store_txn *t);
+
+/*
  * meta table, for the daemon's own small settings (e.g. the embedding model of the vectors).
  * get: *ret_val is borrowed (see the DESIGN rule on write transactions); -ENOENT if absent.
  * put/delete: write transaction only; keys starting "coarch." are the store's (-EPERM).

@@ -495,16 +495,28 @@ TEST(write_txn_rules)
     uint32_t repo;
     struct store_repo row;
 
+    uint64_t ops;
+
     ASSERT_OK(store_write_begin(s, &t));
     ASSERT_TRUE(store_txn_is_write(t));
+    ASSERT_EQ(store_write_ops(t), 0);
     /* A second write transaction on the same thread would deadlock: refused. */
     ASSERT_EQ(store_write_begin(s, &t2), -EDEADLK);
     ASSERT_EQ(store_repo_get_or_create(t, "/src/a", &repo), 1);
+    /* Creating a repository writes its row and the id counter at least. */
+    ops = store_write_ops(t);
+    ASSERT_GE(ops, 2);
+    /* Finding it again, and reads, write nothing. */
     ASSERT_EQ(store_repo_get_or_create(t, "/src/a", &repo), 0);
+    ASSERT_OK(store_repo_get(t, repo, &row));
+    ASSERT_EQ(store_write_ops(t), ops);
+    ASSERT_OK(store_meta_put(t, "x", "1", 1));
+    ASSERT_EQ(store_write_ops(t), ops + 1);
 
     /* Readers see the last commit, not the open write. */
     ASSERT_OK(store_read_begin(s, &r));
     ASSERT_FALSE(store_txn_is_write(r));
+    ASSERT_EQ(store_write_ops(r), 0);
     ASSERT_EQ(store_repo_get(r, repo, &row), -ENOENT);
     store_read_end(r);
     store_write_abort(t);
@@ -1130,11 +1142,20 @@ TEST(postings_add_remove_foreach)
 
         ASSERT_OK(store_postings_add(t, first + i, 5 + i % 7, terms, n));
     }
-    ASSERT_OK(store_postings_add(t, (uint64_t)b << 40 | 1, 4, terms, 3));
-    ASSERT_EQ(store_postings_add(t, first, 1, bad, 2), -EINVAL);
-    ASSERT_EQ(store_postings_add(t, first, 1, dup, 2), -EINVAL);
-    bad[0].tf = 0;
-    ASSERT_EQ(store_postings_add(t, first, 1, bad, 1), -EINVAL);
+    {
+        /* Each term is one write (what the indexer's per-commit write budget counts); refused
+         * calls write nothing. */
+        uint64_t ops = store_write_ops(t);
+
+        ASSERT_OK(store_postings_add(t, (uint64_t)b << 40 | 1, 4, terms, 3));
+        ASSERT_GE(store_write_ops(t), ops + 3);
+        ops = store_write_ops(t);
+        ASSERT_EQ(store_postings_add(t, first, 1, bad, 2), -EINVAL);
+        ASSERT_EQ(store_postings_add(t, first, 1, dup, 2), -EINVAL);
+        bad[0].tf = 0;
+        ASSERT_EQ(store_postings_add(t, first, 1, bad, 1), -EINVAL);
+        ASSERT_EQ(store_write_ops(t), ops);
+    }
     ASSERT_OK(store_write_commit(t));
 
     ASSERT_OK(store_read_begin(s, &t));

@@ -431,6 +431,46 @@ static int read_statm(const struct pressure_source *src, uint64_t *ret_rss, uint
     return 0;
 }
 
+/*
+ * /proc/self/status: RssAnon + RssShmem, the resident memory that only swap could take away.
+ * -ENOENT when the file or the fields are missing (kernels before 4.5, a fake /proc in tests).
+ */
+static int read_rss_anon(const struct pressure_source *src, uint64_t *ret)
+{
+    char path[PATH_MAX], buf[4096];
+    uint64_t anon = 0, shmem = 0, kb;
+    unsigned found = 0;
+    ssize_t n;
+    int r;
+
+    r = path_fmt(path, sizeof(path), "%s/proc/self/status", src->root);
+    if (r < 0)
+        return r;
+    n = read_small_file(path, buf, sizeof(buf));
+    if (n < 0)
+        return (int)n;
+    for (const char *line = buf; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        bool is_anon = strncmp(line, "RssAnon:", 8) == 0;
+
+        if (is_anon || strncmp(line, "RssShmem:", 9) == 0) {
+            const char *p = line + (is_anon ? 8 : 9);
+
+            while (*p == ' ' || *p == '\t')
+                p++;
+            if (parse_u64(p, &kb) < 0 || kb > UINT64_MAX / 2048)
+                return -EBADMSG;
+            *(is_anon ? &anon : &shmem) = kb * 1024;
+            found |= is_anon ? 1u : 2u;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    if (found != 3)
+        return -ENOENT;
+    *ret = anon + shmem;
+    return 0;
+}
+
 int pressure_psi_parse(const char *text, struct pressure_psi *ret_psi)
 {
     struct pressure_psi psi = {.valid = true};
@@ -496,6 +536,8 @@ int pressure_source_sample(struct pressure_source *src, struct pressure_reading 
     r = read_statm(src, &rd.rss, &rd.vms);
     if (r < 0)
         return log_debug_errno(r, "pressure: cannot read '%s/proc/self/statm': %m", src->root);
+    if (read_rss_anon(src, &rd.rss_anon) < 0)
+        rd.rss_anon = rd.rss;
 
     cgroup_locate(src, &loc);
     rd.cgroup_version = loc.version;
@@ -522,7 +564,7 @@ int pressure_source_sample(struct pressure_source *src, struct pressure_reading 
         rd.limit_source = PRESSURE_LIMIT_CONFIG;
     }
     rd.usage_from_cgroup = rd.cgroup_limit > 0;
-    rd.usage = rd.usage_from_cgroup ? rd.cgroup_usage - rd.cgroup_reclaimable : rd.rss;
+    rd.usage = rd.usage_from_cgroup ? rd.cgroup_usage - rd.cgroup_reclaimable : rd.rss_anon;
 
     if (psi_path(src, &loc, path, sizeof(path)) == 0 &&
         read_small_file(path, text, sizeof(text)) >= 0)

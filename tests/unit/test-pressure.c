@@ -22,6 +22,7 @@
 #include "pressure.h"
 #include "test.h"
 
+#define KiB (UINT64_C(1) << 10)
 #define MiB (UINT64_C(1) << 20)
 #define GiB (UINT64_C(1) << 30)
 
@@ -1050,8 +1051,26 @@ TEST(rss_fallback_without_cgroup)
     ASSERT_EQ(r.usage, 1234 * (uint64_t)page);
     ASSERT_EQ(r.rss, 1234 * (uint64_t)page);
     ASSERT_EQ(r.vms, 7000 * (uint64_t)page);
+    ASSERT_EQ(r.rss_anon, r.rss); /* no /proc/self/status: the whole RSS counts */
     ASSERT_FALSE(r.psi.valid);
     ASSERT_GT(r.timestamp_us, 0);
+
+    /* With /proc/self/status, usage is the anonymous and shmem part: the file-backed pages
+     * (LMDB's map, the model) are clean page cache, as in the cgroup rule. */
+    put(root, "proc/self/status",
+        "Name:\tcoarchd\nVmRSS:\t    4936 kB\nRssAnon:\t    3000 kB\nRssFile:\t    1836 kB\n"
+        "RssShmem:\t     100 kB\nVmData:\t  9000 kB\n");
+    r = sample(root, 0);
+    ASSERT_EQ(r.rss_anon, 3100 * KiB);
+    ASSERT_EQ(r.usage, 3100 * KiB);
+    ASSERT_EQ(r.rss, 1234 * (uint64_t)page);
+    /* A status without the fields (an old kernel) falls back to the RSS; a bad number too. */
+    put(root, "proc/self/status", "Name:\tcoarchd\nVmRSS:\t    4936 kB\n");
+    r = sample(root, 0);
+    ASSERT_EQ(r.usage, 1234 * (uint64_t)page);
+    put(root, "proc/self/status", "RssAnon:\t  12x kB\nRssShmem:\t 0 kB\n");
+    r = sample(root, 0);
+    ASSERT_EQ(r.usage, 1234 * (uint64_t)page);
 
     /* No PSI file: no trigger. */
     src = pressure_source_new(root, 0);

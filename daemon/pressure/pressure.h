@@ -17,26 +17,25 @@
  *     above physical RAM is treated as no limit.
  *   When <path> does not exist under the mount (a container that bind-mounts its own cgroup at
  *   the mount point without a cgroup namespace), the mount point itself is used.
- * Usage: when a cgroup limit applies (it exists and is below physical RAM), the cgroup's
- *   charged memory (v2 memory.current, v1 memory.usage_in_bytes) minus its clean file cache
- *   (memory.stat: active_file + inactive_file - file_dirty - file_writeback on v2, the total_
- *   variants on v1), else the process's anonymous resident memory (/proc/self/status RssAnon
- *   + RssShmem; the RSS from /proc/self/statm where those fields are missing).  The cgroup
- *   number is what the
- *   OOM killer acts on, so it is the one to compare with a cgroup limit; it may include other
- *   processes of the cgroup, which errs on the safe side.  Clean file pages (source files read
- *   while scanning, LMDB's map, our own executable) are charged but dropped by the kernel's
- *   reclaim before it OOM-kills anything, and under a limit the page cache always grows to fill
- *   it: counting them reported CRITICAL for the whole of a job inside a 64 MiB cgroup whose
- *   anonymous memory never passed 45 MiB, and the job stalled.  Only dirty and under-writeback
- *   pages, which need I/O first, stay counted.  When reclaiming the cache costs real stalls,
- *   PSI says so and raises the level.  (Docker's and the kubelet's "working set" subtract only
- *   the inactive list, which still counts LMDB pages touched twice.)  Without a cgroup the same
- *   rule drops the file-backed part of the RSS (RssFile): LMDB's map, the model's safetensors
- *   and our executable are clean page cache mapped into us, the kernel's to drop, and the
- *   map's resident part grows with the index (every page a search or a write touched stays
- *   mapped): RssFile ended a 10k-line job at 45 MiB and a 100k-line one at 100 MiB, with the
- *   same anonymous memory the governor has to care about.  The full RSS is still reported.
+ * Usage: when a cgroup limit applies (it exists and is below physical RAM), the cgroup's charged
+ *   memory (v2 memory.current, v1 memory.usage_in_bytes) minus its clean file cache (memory.stat:
+ *   active_file + inactive_file - file_dirty - file_writeback on v2, the total_ variants on v1),
+ *   else the process's anonymous resident memory (/proc/self/status RssAnon + RssShmem; the RSS
+ *   from /proc/self/statm where those fields are missing).  The cgroup number is what the OOM
+ *   killer acts on, so it is the one to compare with a cgroup limit; it may include other processes
+ *   of the cgroup, which errs on the safe side.  Clean file pages (source files read while
+ *   scanning, LMDB's map, our own executable) are charged but dropped by the kernel's reclaim
+ *   before it OOM-kills anything, and under a limit the page cache always grows to fill it:
+ *   counting them reported CRITICAL for the whole of a job inside a 64 MiB cgroup whose anonymous
+ *   memory never passed 45 MiB, and the job stalled.  Only dirty and under-writeback pages, which
+ *   need I/O first, stay counted.  When reclaiming the cache costs real stalls, PSI says so and
+ *   raises the level.  (Docker's and the kubelet's "working set" subtract only the inactive list,
+ *   which still counts LMDB pages touched twice.)  Without a cgroup the same rule drops the
+ *   file-backed part of the RSS (RssFile): LMDB's map, the model's safetensors and our executable
+ *   are clean page cache mapped into us, the kernel's to drop, and the map's resident part grows
+ *   with the index (every page a search or a write touched stays mapped): RssFile ended a 10k-line
+ *   job at 45 MiB and a 100k-line one at 100 MiB.  What is left is what the governor can act on.
+ *   The full RSS is still reported.
  * PSI: the cgroup's memory.pressure (v2) when present, else <root>/proc/pressure/memory.  "some"
  *   is the share of wall time in which at least one task stalled on memory.
  * GPU: a pressure_gpu_fn installed by the CUDA backend (cudaMemGetInfo plus its own allocator

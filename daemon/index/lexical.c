@@ -5,7 +5,9 @@
 
 #include "macro.h"
 
+#include <libstemmer.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 static const char *const stop_words[] = {
@@ -43,7 +45,66 @@ static bool is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
-/* Lowercase, fold plurals, filter, then hand to fn. */
+/*
+ * Stemming.  People ask "parsing the arguments" of parse_args and "closes the connection" of
+ * close(): English words of queries and code meet on their Snowball (Porter 2) stem.  Only
+ * words of letters are stemmed; identifiers with digits or '_' (the whole "max_frame_size")
+ * keep their spelling, so exact-name queries still match exactly.  A Snowball stemmer keeps
+ * state between calls, so each thread has its own, freed when the thread exits.
+ */
+static pthread_key_t stem_key;
+static pthread_once_t stem_once = PTHREAD_ONCE_INIT;
+static int stem_key_error;
+
+static void stem_free(void *p)
+{
+    sb_stemmer_delete(p);
+}
+
+static void stem_key_init(void)
+{
+    stem_key_error = pthread_key_create(&stem_key, stem_free);
+}
+
+static struct sb_stemmer *thread_stemmer(void)
+{
+    struct sb_stemmer *st;
+
+    if (pthread_once(&stem_once, stem_key_init) != 0 || stem_key_error)
+        return NULL;
+    st = pthread_getspecific(stem_key);
+    if (!st) {
+        st = sb_stemmer_new("english", NULL);
+        if (st && pthread_setspecific(stem_key, st) != 0) {
+            sb_stemmer_delete(st);
+            st = NULL;
+        }
+    }
+    return st;
+}
+
+void lexical_thread_release(void)
+{
+    struct sb_stemmer *st;
+
+    if (pthread_once(&stem_once, stem_key_init) != 0 || stem_key_error)
+        return;
+    st = pthread_getspecific(stem_key);
+    if (st) {
+        (void)pthread_setspecific(stem_key, NULL);
+        sb_stemmer_delete(st);
+    }
+}
+
+static bool all_letters(const char *t, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!is_lower((unsigned char)t[i]))
+            return false;
+    return true;
+}
+
+/* Lowercase, drop stop words, stem words (fold plurals of the rest), then hand to fn. */
 static int emit(const char *s, size_t len, lexical_term_fn fn, void *userdata)
 {
     char t[LEXICAL_MAX_TERM + 1];
@@ -54,9 +115,27 @@ static int emit(const char *s, size_t len, lexical_term_fn fn, void *userdata)
         unsigned char c = (unsigned char)s[i];
         t[i] = is_upper(c) ? (char)(c | 32) : (char)c;
     }
-    /* Plural folding, deliberately conservative: "entries" -> "entry", "files" -> "file";
-     * words ending in "ss", "us", "is" ("class", "status", "this") keep their s. */
-    if (len > 4 && memcmp(t + len - 3, "ies", 3) == 0) {
+    t[len] = '\0';
+    if (is_stop_word(t, len))
+        return 0;
+    if (all_letters(t, len)) {
+        struct sb_stemmer *st = thread_stemmer();
+        const sb_symbol *stem;
+        int n;
+
+        if (!st)
+            return -ENOMEM;
+        stem = sb_stemmer_stem(st, (const sb_symbol *)t, (int)len);
+        if (!stem)
+            return -ENOMEM;
+        n = sb_stemmer_length(st);
+        if (n >= 2 && (size_t)n <= len) {
+            memcpy(t, stem, (size_t)n);
+            len = (size_t)n;
+        }
+    } else if (len > 4 && memcmp(t + len - 3, "ies", 3) == 0) {
+        /* Plural folding, deliberately conservative: "entries" -> "entry", "files" -> "file";
+         * words ending in "ss", "us", "is" ("class", "status", "this") keep their s. */
         t[len - 3] = 'y';
         len -= 2;
     } else if (len > 3 && t[len - 1] == 's' && t[len - 2] != 's' && t[len - 2] != 'u' &&
@@ -64,8 +143,6 @@ static int emit(const char *s, size_t len, lexical_term_fn fn, void *userdata)
         len--;
     }
     t[len] = '\0';
-    if (is_stop_word(t, len))
-        return 0;
     return fn(userdata, t, len);
 }
 

@@ -6,8 +6,9 @@
  * people ask in words, so an identifier yields itself and its parts: "parseHTTPRequest" gives
  * "parsehttprequest", "parse", "http", "request"; "max_frame_size" gives "max_frame_size",
  * "max", "frame", "size".  Terms are ASCII-lowercased; bytes >= 0x80 are kept inside words (so
- * UTF-8 identifiers survive) but not case-folded.  A light plural folding ("entries" ->
- * "entry", "files" -> "file") lets "read files" meet read_file.  Terms shorter than 2 bytes or
+ * UTF-8 identifiers survive) but not case-folded.  Words of letters are reduced to their
+ * Snowball English stem ("parsing", "parses" -> "pars"), other terms get a light plural folding
+ * ("max_frames" -> "max_frame"), so "read files" meets read_file.  Terms shorter than 2 bytes or
  * longer than LEXICAL_MAX_TERM are dropped, and so are a few English stop words that carry no
  * signal in either code or questions.
  *
@@ -33,8 +34,13 @@
  * < 0 to stop; lexical_terms() then returns that value. */
 typedef int (*lexical_term_fn)(void *userdata, const char *term, size_t len);
 
-/* Emit the terms of `text` in order. Returns 0 or the callback's negative value. */
+/* Emit the terms of `text` in order. Returns 0, -ENOMEM (no stemmer) or the callback's
+ * negative value.  Thread-safe: each thread stems with a stemmer of its own. */
 int lexical_terms(const char *text, size_t len, lexical_term_fn fn, void *userdata);
+
+/* Free the calling thread's stemmer now (threads free theirs when they exit; the main thread
+ * calls this before exit to leave nothing for leak checkers). */
+void lexical_thread_release(void);
 
 /* A term and its frequency in one document, as lexical_count_terms() produces. */
 struct lexical_tf {

@@ -1,9 +1,11 @@
 /* test-lexical.c - code-aware terms, BM25, top-k and rank fusion. */
 #include "lexical.h"
+
 #include "macro.h"
 #include "test.h"
 
 #include <math.h>
+#include <pthread.h>
 
 struct terms {
     char buf[4096];
@@ -35,15 +37,59 @@ static void expect_terms(const char *text, const char *want)
 
 TEST(terms_split_identifiers)
 {
-    expect_terms("parseHTTPRequest", "parsehttprequest parse http request");
+    expect_terms("parseHTTPRequest", "parsehttprequest pars http request");
     expect_terms("max_frame_size", "max_frame_size max frame size");
     expect_terms("XMLHttpRequest2", "xmlhttprequest2 xml http request2");
     expect_terms("kebab-case-name", "kebab case name");
     expect_terms("__init__", "__init__ init");
     expect_terms("i = j + 1;", "");
-    expect_terms("Return the number of entries in the files", "return number entry file");
-    expect_terms("class status analysis", "class status analysis");
+    expect_terms("Return the number of entries in the files", "return number entri file");
+    expect_terms("class status analysis", "class status analysi");
     expect_terms("Überprüfung größe", "Überprüfung größe");
+}
+
+/* Words meet on their stem; identifiers with '_' or digits keep their spelling, fold plurals. */
+TEST(terms_stem_words)
+{
+    expect_terms("Parsing the arguments", "pars argument");
+    expect_terms("parse_args", "parse_arg pars arg");
+    expect_terms("Closes connections", "close connect");
+    expect_terms("close_connection", "close_connection close connect");
+    expect_terms("max_frames v2frames", "max_frame max frame v2frame");
+    expect_terms("Called callable", "call callabl");
+}
+
+/* Each thread stems with its own stemmer; the main thread can release its one early. */
+static void *terms_in_thread(void *arg)
+{
+    struct terms *s = arg;
+
+    s->buf[0] = '\0';
+    for (int i = 0; i < 200; i++) {
+        s->len = 0;
+        if (lexical_terms("Parsing configured connections", 30, join, s) < 0)
+            return NULL;
+    }
+    return s;
+}
+
+TEST(terms_threads)
+{
+    pthread_t th[4];
+    struct terms s[4];
+
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(pthread_create(&th[i], NULL, terms_in_thread, &s[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        void *ret;
+        ASSERT_EQ(pthread_join(th[i], &ret), 0);
+        ASSERT_TRUE(ret == &s[i]);
+        ASSERT_STREQ(s[i].buf, "pars configur connect");
+    }
+    expect_terms("parsing", "pars");
+    lexical_thread_release();
+    expect_terms("parsing", "pars");
+    lexical_thread_release();
 }
 
 TEST(terms_stop_early)

@@ -130,6 +130,25 @@ static void strset_release(struct strset *set)
     *set = (struct strset){0};
 }
 
+/*
+ * A file row's hash is SHA-256 over INDEX_FORMAT and the content, so that a change in how a
+ * file becomes chunks, terms or vectors (chunk.c's cuts and headers, lexical.c's terms) makes
+ * every file count as changed on the next run and be indexed again, instead of leaving old
+ * chunks that new queries no longer match.  Bump it with any such change.
+ *   2: title chunks (chunk.c), Snowball-stemmed terms (lexical.c).
+ */
+#define INDEX_FORMAT "coarch index format 2\n"
+
+static void file_hash(const char *content, size_t len, uint8_t out[SHA256_DIGEST_SIZE])
+{
+    struct sha256 s;
+
+    sha256_init(&s);
+    sha256_update(&s, INDEX_FORMAT, strlen(INDEX_FORMAT));
+    sha256_update(&s, content, len);
+    sha256_final(&s, out);
+}
+
 /* ---- job state -------------------------------------------------------------------------- */
 
 struct todo {
@@ -485,7 +504,7 @@ static int on_scanned(void *userdata, const struct scan_file *f)
     if (r < 0)
         return r;
     run->p->files_scanned++;
-    sha256(f->content, f->size, hash);
+    file_hash(f->content, f->size, hash);
     r = store_file_get(sc->rtx, run->job->repo_id, f->path, &row);
     if (r == 0 && !run->force && memcmp(row.hash, hash, sizeof(hash)) == 0) {
         run->p->files_unchanged++;
@@ -668,7 +687,7 @@ static int enqueue_next_file(struct run *run)
         return 0;
     }
     f.size = len;
-    sha256(f.content, len, f.hash);
+    file_hash(f.content, len, f.hash);
     chunk_list_init(&f.chunks);
     r = chunk_file(run->chunker, td->path, f.content, len, &run->chunk_opt, &f.chunks);
     if (r < 0) {

@@ -35,6 +35,8 @@ struct store {
     MDB_dbi dbi[_TABLE_MAX];
     char *dir;
     bool read_only;
+    bool no_sync;         /* options.no_sync, for reopening (store_release_memory()) */
+    unsigned max_readers; /* options.max_readers, likewise */
     uint64_t max_map_size;
     uint32_t schema_version; /* the environment's, after open */
 

@@ -219,7 +219,8 @@ int store_read_begin(struct store *s, struct store_txn **ret)
         return store_error(-ENOMEM, "out of memory");
     for (;;) {
         gate_enter(s, t);
-        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
+        /* s->env is read under the gate: store_release_memory() swaps it holding the gate. */
+        rc = s->env ? mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn) : EIO;
         if (rc == 0)
             break;
         gate_leave(s, t);
@@ -266,7 +267,8 @@ static int txn_begin_write(struct store_txn *t)
     int rc, r;
 
     for (;;) {
-        rc = mdb_txn_begin(s->env, NULL, 0, &t->txn);
+        /* No environment: a store_release_memory() failed to reopen it. */
+        rc = s->env ? mdb_txn_begin(s->env, NULL, 0, &t->txn) : EIO;
         if (rc != MDB_MAP_RESIZED)
             break;
         r = env_remap(s, 0);
@@ -1018,6 +1020,53 @@ static int env_open(struct store *s, const struct store_options *o)
     return 0;
 }
 
+int store_release_memory(struct store *s)
+{
+    struct store_options o;
+    uint64_t map;
+    int r;
+
+    if (s->read_only)
+        return 0; /* read transactions dirty no pages */
+    /* The write lock keeps writers out (and, being ERRORCHECK, refuses a thread that has an
+     * open write transaction with EDEADLK); the gate holds new readers back and waits for the
+     * live ones, as a resize does. */
+    r = pthread_mutex_lock(&s->write_lock);
+    if (r != 0)
+        return store_error(-r, "cannot release memory with a write transaction open");
+    pthread_mutex_lock(&s->gate_lock);
+    if (gate_held_by_self(s)) {
+        pthread_mutex_unlock(&s->gate_lock);
+        pthread_mutex_unlock(&s->write_lock);
+        return store_error(-EDEADLK, "cannot release memory: this thread holds a read transaction");
+    }
+    s->remap_waiters++;
+    while (s->n_readers > 0)
+        pthread_cond_wait(&s->gate_cond, &s->gate_lock);
+    map = env_map_size(s);
+    mdb_env_close(s->env);
+    s->env = NULL;
+    store_options_init(&o);
+    o.map_size = map;
+    o.max_map_size = s->max_map_size;
+    o.max_readers = s->max_readers;
+    o.no_sync = s->no_sync;
+    r = env_open(s, &o);
+    if (r >= 0)
+        r = open_tables(s);
+    if (r < 0 && s->env) {
+        /* Every later call fails cleanly on a closed environment rather than using a
+         * half-open one; the daemon's next start opens it again. */
+        mdb_env_close(s->env);
+        s->env = NULL;
+    }
+    s->remap_waiters--;
+    pthread_cond_broadcast(&s->gate_cond);
+    pthread_mutex_unlock(&s->gate_lock);
+    pthread_mutex_unlock(&s->write_lock);
+    return r;
+}
+
 int store_open(const char *dir, const struct store_options *opts, struct store **ret)
 {
     struct store_options defaults;
@@ -1033,6 +1082,8 @@ int store_open(const char *dir, const struct store_options *opts, struct store *
     if (!s)
         return store_error(-ENOMEM, "out of memory");
     s->read_only = opts->read_only;
+    s->no_sync = opts->no_sync;
+    s->max_readers = opts->max_readers;
     s->max_map_size = opts->max_map_size ? opts->max_map_size : STORE_DEFAULT_MAX_MAP_SIZE;
     if (s->max_map_size > SIZE_MAX / 2)
         s->max_map_size = SIZE_MAX / 2;
@@ -1133,12 +1184,19 @@ int store_stat(struct store *s, struct store_stat *ret)
     MDB_stat st;
     int rc;
 
+    /* Under the gate lock: store_release_memory() replaces s->env holding it. */
+    pthread_mutex_lock(&s->gate_lock);
+    if (!s->env) {
+        pthread_mutex_unlock(&s->gate_lock);
+        return store_error(-EIO, "store at %s is closed (reopening it failed)", s->dir);
+    }
     rc = mdb_env_info(s->env, &info);
     if (rc == 0)
         rc = mdb_env_stat(s->env, &st);
-    if (rc != 0)
+    if (rc != 0) {
+        pthread_mutex_unlock(&s->gate_lock);
         return store_mdb_error(rc, "stat");
-    pthread_mutex_lock(&s->gate_lock);
+    }
     *ret = (struct store_stat){
         .map_size = info.me_mapsize,
         .max_map_size = s->max_map_size,

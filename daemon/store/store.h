@@ -138,6 +138,19 @@ bool store_txn_is_write(const struct store_txn *t);
 uint64_t store_write_ops(const struct store_txn *t);
 
 /*
+ * Give back what LMDB keeps from past write transactions: it recycles the dirty pages of a
+ * committed transaction into a list on the environment that only mdb_env_close() frees, so
+ * one transaction that touched N pages keeps N pages allocated for the life of the process.
+ * This closes the environment and opens it again (the data, the map size and the table
+ * handles stay as they were).  Waits for the write lock and for live read transactions to
+ * end, holding new ones back (the gate a map resize uses), so searches pause for a moment.
+ * Returns 0; -EDEADLK when the calling thread has a write transaction open or holds a read
+ * one; another negative errno when the reopen failed, after which every call on the store
+ * fails and the store must be freed.  0 at once on a read-only store.
+ */
+int store_release_memory(struct store *s);
+
+/*
  * meta table, for the daemon's own small settings (e.g. the embedding model of the vectors).
  * get: *ret_val is borrowed (see the DESIGN rule on write transactions); -ENOENT if absent.
  * put/delete: write transaction only; keys starting "coarch." are the store's (-EPERM).

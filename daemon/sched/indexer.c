@@ -187,6 +187,7 @@ struct run {
 
     struct store_txn *wtx;
     unsigned batches_since_checkpoint, checkpoint_every;
+    uint64_t txn_max_ops;  /* commit once the open transaction has done this many writes */
     bool dirty;            /* wtx holds changes */
     bool pause_expired;    /* a CRITICAL pause timed out; no new pause until it ends */
     const char *last_path; /* cursor: the last file written (owned by a pending or todo) */
@@ -323,10 +324,31 @@ static int ensure_wtx(struct run *run)
     return r;
 }
 
+/*
+ * Give back the memory of big write transactions: LMDB keeps the dirty pages of the largest
+ * one (store_release_memory()), and glibc keeps the freed pages inside the worker's arena
+ * until trimmed.  Costs a reopen of the environment, so only after a transaction well past the
+ * write budget (a big file: a 850 KB header wrote ~200,000 postings in one) or when the
+ * governor asks for memory back.
+ */
+static int release_memory(struct run *run)
+{
+    int r;
+
+    r = store_release_memory(run->env->store);
+    if (r < 0) {
+        set_message(run, "cannot reopen the store to release memory: %s", store_last_error());
+        return r;
+    }
+    pressure_malloc_trim();
+    return 0;
+}
+
 /* Commit what is written so far, with the job row, as one checkpoint. */
 static int checkpoint(struct run *run, uint32_t state, int error)
 {
     double t = now_s();
+    uint64_t ops;
     int r;
 
     r = ensure_wtx(run);
@@ -339,11 +361,17 @@ static int checkpoint(struct run *run, uint32_t state, int error)
         set_message(run, "cannot write the job row: %s", store_last_error());
         return r;
     }
+    ops = store_write_ops(run->wtx);
     r = store_write_commit(run->wtx);
     run->wtx = NULL;
     if (r < 0) {
         set_message(run, "checkpoint commit failed: %s", store_last_error());
         return r;
+    }
+    if (ops > 2 * run->txn_max_ops) {
+        r = release_memory(run);
+        if (r < 0)
+            return r;
     }
     run->p->checkpoints++;
     run->batches_since_checkpoint = 0;
@@ -773,27 +801,28 @@ static int embed_chunks(struct run *run, const char *const *texts, const size_t 
     return 0;
 }
 
-/* Write the fully embedded files at the head of the queue. */
+/* Write the fully embedded files at the head of the queue, committing whenever the open
+ * transaction reaches its write budget (see INDEXER_TXN_MAX_OPS in indexer.h). */
 static int flush_embedded(struct run *run)
 {
-    size_t k = 0;
-    int r = 0;
+    int r;
 
-    while (k < run->n_pend && run->pend[k].embedded == run->pend[k].chunks.n) {
-        r = write_file(run, &run->pend[k]);
+    while (run->n_pend > 0 && run->pend[0].embedded == run->pend[0].chunks.n) {
+        r = write_file(run, &run->pend[0]);
         if (r < 0)
-            break;
+            return r;
         run->p->files_done++;
-        pending_release(&run->pend[k]);
-        k++;
+        pending_release(&run->pend[0]);
+        /* Out of the queue before a checkpoint, whose job row counts what is still queued. */
+        memmove(run->pend, run->pend + 1, (run->n_pend - 1) * sizeof(*run->pend));
+        run->n_pend--;
+        if (run->wtx && store_write_ops(run->wtx) >= run->txn_max_ops) {
+            r = checkpoint(run, JOB_STATE_RUNNING, 0);
+            if (r < 0)
+                return r;
+        }
     }
-    /* Nothing written (also when no file is pending and pend is still NULL): memmove with a
-     * NULL pointer is undefined even for 0 bytes, and UBSan stops the daemon on it. */
-    if (k > 0) {
-        memmove(run->pend, run->pend + k, (run->n_pend - k) * sizeof(*run->pend));
-        run->n_pend -= k;
-    }
-    return r;
+    return 0;
 }
 
 /*
@@ -911,8 +940,17 @@ cut:
         if (r < 0)
             goto out;
     }
-    if (actions & GOVERNOR_ACTION_MALLOC_TRIM)
-        pressure_malloc_trim();
+    if (actions & GOVERNOR_ACTION_MALLOC_TRIM) {
+        /* With no transaction open (CRITICAL's FLUSH has just committed, above), LMDB's kept
+         * pages can go too. */
+        if (run->wtx) {
+            pressure_malloc_trim();
+        } else {
+            r = release_memory(run);
+            if (r < 0)
+                goto out;
+        }
+    }
     report(run);
 out:
     free(texts);
@@ -1009,6 +1047,7 @@ int indexer_run(const struct indexer_env *env, const struct indexer_job *job,
     if (run.chunk_opt.merge_tokens > run.chunk_opt.max_tokens)
         run.chunk_opt.merge_tokens = run.chunk_opt.max_tokens;
 
+    run.txn_max_ops = env->txn_max_ops ? env->txn_max_ops : INDEXER_TXN_MAX_OPS;
     r = load_job_row(&run);
     if (r < 0) {
         set_message(&run, "cannot read the job row: %s", store_last_error());

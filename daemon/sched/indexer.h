@@ -25,8 +25,17 @@
  * again: phase 1 finds the checkpointed files unchanged and skips them.  Nothing is lost,
  * nothing duplicated, and no vector exists without its chunk row.
  *
- * Memory is bounded by the batch size, one file's content and chunks, the file list, and the
- * governor's token budget; never by the repository's bytes.
+ * Memory is bounded by the batch size, one file's content and chunks, the file list, the
+ * governor's token budget and the size of a write transaction; never by the repository's
+ * bytes.  The last needs its own bound: LMDB copies each page a write touches into a malloc'd
+ * dirty page until commit, and keeps those pages for later transactions, so the largest
+ * transaction of the job sets the daemon's footprint for good.  Writing a file's lexical
+ * postings touches one B-tree leaf per distinct term, scattered over a postings table that
+ * grows with the repository, so a checkpoint of a fixed number of batches dirtied more pages
+ * the bigger the index already was: 20 MiB more anonymous memory at the end of a 100k-line
+ * job than at its start (bench/memory, 2026-11-25).  So the transaction is also committed
+ * after every file that takes it past INDEXER_TXN_MAX_OPS store writes (store_write_ops());
+ * a single file's writes are never split, since its rows must commit together.
  *
  * Threading: indexer_run() runs on one worker thread, which is then the store's only writer.
  * The governor is shared with the loop thread under env->gov_lock.
@@ -76,6 +85,7 @@ struct indexer_env {
     struct scan_options scan;
     struct chunk_options chunk; /* count_tokens/max_tokens are set from embed */
     unsigned checkpoint_every;  /* batches; 0: pressure_checkpoint_frequency() policy */
+    uint64_t txn_max_ops;       /* store writes per commit; 0: INDEXER_TXN_MAX_OPS */
     /* Called after every commit that changed `repo` (search caches rebuild). May be NULL. */
     void (*committed)(void *userdata, uint32_t repo);
     void *userdata;
@@ -122,6 +132,14 @@ struct indexer_result {
 };
 
 #define INDEXER_MAX_REPORTED_ERRORS 100
+
+/* Store writes (store_write_ops()) after which the open transaction is committed, whatever
+ * the batch count: see "Memory" above.  About 15 chunks' postings; at most ~16 MiB of dirty
+ * pages even when every write lands on its own page, usually a few MiB.  Committing this
+ * often cost 3% of a 100k-line job's time (store stage 5.6 s of 211 s). */
+#ifndef INDEXER_TXN_MAX_OPS /* overridable to measure without the bound (bench/README.md) */
+#define INDEXER_TXN_MAX_OPS 4096
+#endif
 
 void indexer_result_release(struct indexer_result *r);
 

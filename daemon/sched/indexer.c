@@ -328,7 +328,7 @@ static int ensure_wtx(struct run *run)
  * Give back the memory of big write transactions: LMDB keeps the dirty pages of the largest
  * one (store_release_memory()), and glibc keeps the freed pages inside the worker's arena
  * until trimmed.  Costs a reopen of the environment, so only after a transaction well past the
- * write budget (a big file: a 850 KB header wrote ~200,000 postings in one) or when the
+ * write budget (a big file, such as an 850 KB header of thousands of chunks, is one) or when the
  * governor asks for memory back.
  */
 static int release_memory(struct run *run)

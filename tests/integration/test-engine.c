@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cpu.h"
 #include "helpers.h"
 #include "indexing.h"
 #include "test.h"
@@ -167,6 +168,63 @@ static struct proto_msg *cancel_call(struct tclient *c, uint64_t job)
     ASSERT_OK(tclient_read_response(c, 30000, NULL, &m));
     ASSERT_EQ(m->id, id);
     return m;
+}
+
+/* Loads the model with an embed call; status' model.precision, as a static string. */
+static const char *precision_in_use(struct tdaemon *d)
+{
+    const char *texts[] = {"int main(void) { return 0; }"};
+    const size_t lens[] = {strlen(texts[0])};
+    struct tclient *c = connect_ok(d);
+    struct proto_msg *m = embed_call(c, texts, lens, 1);
+    const msgpack_object *model;
+    const char *s = NULL, *ret;
+    size_t len = 0;
+
+    ASSERT_TRUE(m->error.type == MSGPACK_OBJECT_NIL);
+    proto_msg_free(m);
+    m = status(c);
+    model = proto_map_get(&m->result, "model");
+    ASSERT_TRUE(model != NULL);
+    ASSERT_OK(proto_get_str(model, "precision", &s, &len));
+    ret = len == 4 && memcmp(s, "int8", 4) == 0   ? "int8"
+          : len == 4 && memcmp(s, "fp32", 4) == 0 ? "fp32"
+          : len == 4 && memcmp(s, "bf16", 4) == 0 ? "bf16"
+                                                  : "?";
+    proto_msg_free(m);
+    tclient_free(c);
+    return ret;
+}
+
+/*
+ * COARCH_PRECISION unset or "auto": int8 where this CPU and build can run it, else fp32; a
+ * precision named runs as named; a bad name stops coarchd at start with the usage status.
+ */
+TEST(precision_choice)
+{
+    const char *want = embed_cpu_precision_supported(EMBED_PRECISION_INT8, NULL) ? "int8" : "fp32";
+    const char *bad[] = {"COARCH_PRECISION=fp16", NULL};
+    struct tdaemon d;
+
+    start_tiny(&d, NULL);
+    ASSERT_STREQ(precision_in_use(&d), want);
+    stop_ok(&d);
+    start_tiny(&d, "COARCH_PRECISION=auto");
+    ASSERT_STREQ(precision_in_use(&d), want);
+    stop_ok(&d);
+    start_tiny(&d, "COARCH_PRECISION=fp32");
+    ASSERT_STREQ(precision_in_use(&d), "fp32");
+    stop_ok(&d);
+    start_tiny(&d, "COARCH_CPU_KERNELS=generic");
+    ASSERT_STREQ(precision_in_use(&d), "fp32");
+    stop_ok(&d);
+
+    require_coarchd();
+    ASSERT_OK(tdaemon_init(&d));
+    ASSERT_OK(tdaemon_spawn(&d, &(struct tspawn_opts){.env = bad, .listen_fd = -1}));
+    ASSERT_EQ(tdaemon_wait_exit(&d, 10000), 2);
+    ASSERT_TRUE(
+        tdaemon_log_wait(&d, "COARCH_PRECISION=fp16: expected auto, fp32, bf16 or int8", 0));
 }
 
 static bool status_model_loaded(struct tclient *c)

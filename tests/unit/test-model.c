@@ -38,6 +38,13 @@
 #define PARITY_MIN_COSINE 0.9999
 /* bf16 and int8 GEMMs (COARCH_PRECISION), against the same fp32 sentence-transformers vectors. */
 #define PARITY_REDUCED_MIN_COSINE 0.999
+/*
+ * all-MiniLM-L6-v2 itself, the model coarch ships with: the floors its reduced precisions are
+ * held to, so a kernel change that costs accuracy fails here (measured 2026-11-25: bf16 min
+ * 0.99997, int8 min 0.99967).
+ */
+#define PARITY_MINILM_BF16_MIN_COSINE 0.9999
+#define PARITY_MINILM_INT8_MIN_COSINE 0.9995
 
 /* test.h's ASSERT_LT compares integers; these are doubles. */
 #define ASSERT_BELOW(a, b)                                                                         \
@@ -573,7 +580,8 @@ TEST(kernels_simd_match_generic)
             size_t L = lens[li], nq;
             float *qkv = malloc(L * 3 * H * sizeof(float)), *bq = malloc(3 * H * sizeof(float));
             float *c1 = calloc(L * H, sizeof(float)), *c2 = calloc(L * H, sizeof(float));
-            float *s = aligned_alloc(64, (cpu_attention_scratch_floats(L, hd) * 4 + 63) & ~63u);
+            float *s =
+                aligned_alloc(64, (cpu_attention_scratch_floats(L, heads, hd) * 4 + 63) & ~63u);
 
             fill(qkv, L * 3 * H, 2);
             fill(bq, 3 * H, 0.5f);
@@ -629,7 +637,8 @@ TEST(kernels_attention_bf16)
             size_t L = lens[li], nq = L > 5 ? 5 : 1;
             float *qkv = malloc(L * 3 * H * sizeof(float)), *bq = malloc(3 * H * sizeof(float));
             float *c1 = calloc(L * H, sizeof(float)), *c2 = calloc(L * H, sizeof(float));
-            float *s = aligned_alloc(64, (cpu_attention_scratch_floats(L, hd) * 4 + 63) & ~63u);
+            float *s =
+                aligned_alloc(64, (cpu_attention_scratch_floats(L, heads, hd) * 4 + 63) & ~63u);
 
             fill(qkv, L * 3 * H, 2);
             fill(bq, 3 * H, 0.5f);
@@ -1091,13 +1100,13 @@ TEST(parity_minilm_ids)
 TEST(parity_minilm_ids_bf16)
 {
     require_precision(EMBED_PRECISION_BF16);
-    parity_minilm_ids_precision(EMBED_PRECISION_BF16, PARITY_REDUCED_MIN_COSINE);
+    parity_minilm_ids_precision(EMBED_PRECISION_BF16, PARITY_MINILM_BF16_MIN_COSINE);
 }
 
 TEST(parity_minilm_ids_int8)
 {
     require_precision(EMBED_PRECISION_INT8);
-    parity_minilm_ids_precision(EMBED_PRECISION_INT8, PARITY_REDUCED_MIN_COSINE);
+    parity_minilm_ids_precision(EMBED_PRECISION_INT8, PARITY_MINILM_INT8_MIN_COSINE);
 }
 
 /* ---- the embedder: tokenizer + batching + backend ---- */

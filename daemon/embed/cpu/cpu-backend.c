@@ -133,7 +133,7 @@ struct cpu_worker {
     struct cpu_ctx *ctx;
     pthread_t thread;
     bool started;
-    float *attn;   /* cpu_attention_scratch_floats(max_seq_length, head_dim) */
+    float *attn;   /* cpu_attention_scratch_floats(max_seq_length, n_heads, head_dim) */
     float *ffn;    /* FFN_CHUNK x FF */
     void *gemm;    /* cpu_gemm_scratch_bytes(FF) (bf16 / int8 GEMMs) */
     size_t s0, s1; /* sequences [s0, s1) of the current batch */
@@ -748,7 +748,7 @@ static int cpu_init(const struct model *model, const struct embed_backend_option
         r = -ENOMEM;
         goto out_free;
     }
-    attn_n = cpu_attention_scratch_floats(c->cfg.max_seq_length, c->cfg.head_dim);
+    attn_n = cpu_attention_scratch_floats(c->cfg.max_seq_length, c->cfg.n_heads, c->cfg.head_dim);
     gemm_n = c->precision == EMBED_PRECISION_FP32
                  ? 64
                  : cpu_gemm_scratch_bytes(MAX(c->cfg.hidden, c->cfg.intermediate));

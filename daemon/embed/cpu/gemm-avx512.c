@@ -18,7 +18,6 @@
  */
 #include <immintrin.h>
 #include <math.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -26,7 +25,6 @@
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define MR 6
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define NV_MAX (CPU_GEMM_NR / 16)
 
 _Static_assert(CPU_GEMM_MB % MR == 0, "row blocks must hold whole tiles");
@@ -239,7 +237,6 @@ static size_t quantize_row(const float *a, size_t k, const uint32_t *hint, size_
                 vmax = _mm512_mask_max_ps(vmax, m, vmax, x);
             }
         }
-    cpu_gemm_outliers_sort(out, n);
     mn = _mm512_reduce_min_ps(vmin);
     mx = _mm512_reduce_max_ps(vmax);
     cpu_gemm_int8_row_params(mn, mx, &scale, &inv);
@@ -291,29 +288,25 @@ static size_t quantize_u8(const float *A, size_t lda, size_t mb, size_t mbp, siz
     return n_out;
 }
 
-/* 16 bf16 values to fp32. */
-static ALWAYS_INLINE __m512 load_bf16(const uint16_t *p)
+/* W^T's fp32 values for columns [16c, 16c + 16) of a panel, from a row in the layout of
+ * cpu_gemm_wt_index(): one 64-byte load holds 32 columns, unpacked with zeros per half. */
+static ALWAYS_INLINE __m512 load_wt(const uint16_t *row, int c)
 {
-    __m512i x = _mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)p));
+    __m512i x = _mm512_load_si512((const __m512i *)(row + 32 * (c / 2)));
 
-    return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+    return _mm512_castsi512_ps(c % 2 ? _mm512_unpackhi_epi16(_mm512_setzero_si512(), x)
+                                     : _mm512_unpacklo_epi16(_mm512_setzero_si512(), x));
 }
 
-/*
- * The int8 tile; the epilogue adds sum_j res[r][j] * W^T[out[r][j]][cols] for the outliers, in
- * the order of out[r] (increasing channel).  When every row of the tile has the same outlier
- * channels (`shared`: the common case, BERT's outliers being the same few channels in most
- * tokens), the four W^T vectors of a column block are loaded and widened once for all rows;
- * otherwise per row.  Both add the same terms in the same order.
- */
+/* The int8 tile; the epilogue adds sum_j res[r][j] * W^T[out[r][j]][cols] for the outliers. */
 static ALWAYS_INLINE void int8_tile(const uint32_t *a, size_t lda32, const __m512i *b, size_t kg,
                                     const float *amin, const float *ascale, const float *res,
-                                    const uint32_t *out, size_t n_out, bool shared,
-                                    const float *wscale, const float *wcorr, const uint16_t *wt,
-                                    size_t n16, float *C, size_t ldc, size_t rows, size_t cols,
-                                    const int NV)
+                                    const uint32_t *out, size_t n_out, const float *wscale,
+                                    const float *wcorr, const uint16_t *wt, size_t wt_stride,
+                                    float *C, size_t ldc, size_t rows, size_t cols, const int NV)
 {
     __m512i acc[MR][NV_MAX];
+    const uint16_t *wrow[MR][CPU_GEMM_OUTLIERS];
 
     _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)
         _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++) acc[r][c] = _mm512_setzero_si512();
@@ -330,31 +323,10 @@ static ALWAYS_INLINE void int8_tile(const uint32_t *a, size_t lda32, const __m51
                 _mm512_dpbusd_epi32(acc[r][c], av, bv[c]);
         }
     }
-    if (shared && n_out == CPU_GEMM_OUTLIERS) {
-        _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++)
-        {
-            __m512 wv[CPU_GEMM_OUTLIERS], ws = _mm512_load_ps(wscale + 16 * c);
-            __m512 wc = _mm512_load_ps(wcorr + 16 * c);
-
-            _Pragma("GCC unroll 4") for (int j = 0; j < CPU_GEMM_OUTLIERS; j++) wv[j] =
-                load_bf16(wt + out[j] * n16 + 16 * c);
-            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)
-            {
-                const float *rr = res + r * CPU_GEMM_OUTLIERS;
-                __m512 v;
-
-                if ((size_t)r >= rows)
-                    break;
-                v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][c]),
-                                    _mm512_mul_ps(_mm512_set1_ps(ascale[r]), ws),
-                                    _mm512_mul_ps(_mm512_set1_ps(amin[r]), wc));
-                _Pragma("GCC unroll 4") for (int j = 0; j < CPU_GEMM_OUTLIERS; j++) v =
-                    _mm512_fmadd_ps(_mm512_set1_ps(rr[j]), wv[j], v);
-                store_cols(C + r * ldc + 16 * c, v, left(cols, 16 * (size_t)c));
-            }
-        }
-        return;
-    }
+    /* The outlier channels' W^T rows, found once for all column blocks. */
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 4") for (int j = 0; j < CPU_GEMM_OUTLIERS; j++) wrow[r][j] =
+            wt + out[r * CPU_GEMM_OUTLIERS + j] * wt_stride;
     _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)
     {
         __m512 vs, vm;
@@ -369,29 +341,21 @@ static ALWAYS_INLINE void int8_tile(const uint32_t *a, size_t lda32, const __m51
             __m512 z = _mm512_mul_ps(vm, _mm512_load_ps(wcorr + 16 * c));
             __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][c]), s, z);
 
-            for (size_t j = 0; j < n_out; j++)
-                v = _mm512_fmadd_ps(_mm512_set1_ps(res[r * CPU_GEMM_OUTLIERS + j]),
-                                    load_bf16(wt + out[r * CPU_GEMM_OUTLIERS + j] * n16 + 16 * c),
-                                    v);
+            /* n_out is 0 or CPU_GEMM_OUTLIERS: a constant count unrolls. */
+            if (n_out == CPU_GEMM_OUTLIERS)
+                _Pragma("GCC unroll 4") for (int j = 0; j < CPU_GEMM_OUTLIERS; j++) v =
+                    _mm512_fmadd_ps(_mm512_set1_ps(res[r * CPU_GEMM_OUTLIERS + j]),
+                                    load_wt(wrow[r][j], c), v);
             store_cols(C + r * ldc + 16 * c, v, left(cols, 16 * (size_t)c));
         }
     }
-}
-
-/* Whether rows [0, rows) have the same outlier channels as row 0 (out[r] are sorted lists). */
-static bool same_outliers(const uint32_t *out, size_t rows)
-{
-    for (size_t r = 1; r < rows; r++)
-        if (memcmp(out + r * CPU_GEMM_OUTLIERS, out, CPU_GEMM_OUTLIERS * sizeof(*out)) != 0)
-            return false;
-    return true;
 }
 
 void cpu_gemm_int8_avx512(const struct cpu_gemm_weights *w, const float *A, size_t lda, size_t M,
                           float *C, size_t ldc, void *scratch)
 {
     const size_t stride = cpu_gemm_scratch_row_bytes(CPU_GEMM_INT8, w->k);
-    const size_t n16 = cpu_gemm_round_up(w->n, 16);
+    const size_t wt_stride = cpu_gemm_wt_stride(w->n);
     const __m512i *wd = w->data;
     struct cpu_gemm_int8_scratch s;
 
@@ -412,12 +376,11 @@ void cpu_gemm_int8_avx512(const struct cpu_gemm_weights *w, const float *A, size
                 const float *res = s.res + r0 * CPU_GEMM_OUTLIERS;
                 const uint32_t *out = s.out + r0 * CPU_GEMM_OUTLIERS;
                 float *c = C + (m0 + r0) * ldc + col0;
-                size_t rows = MIN(mb - r0, (size_t)MR);
-                bool shared = same_outliers(out, rows);
+                size_t rows = mb - r0;
 
 #define INT8_TILE(NV)                                                                              \
-    int8_tile(a, stride / 4, b, w->kg, s.amin + r0, s.ascale + r0, res, out, n_out, shared, ws,    \
-              wc, wt, n16, c, ldc, rows, cols, NV)
+    int8_tile(a, stride / 4, b, w->kg, s.amin + r0, s.ascale + r0, res, out, n_out, ws, wc, wt,    \
+              wt_stride, c, ldc, rows, cols, NV)
                 switch (cpu_gemm_panel_vectors(w->n, col0)) {
                 case 4:
                     INT8_TILE(4);

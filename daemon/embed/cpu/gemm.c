@@ -104,12 +104,11 @@ static void pack_bf16(struct cpu_gemm_weights *w, const float *W)
  */
 static void pack_int8(struct cpu_gemm_weights *w, const float *W)
 {
-    const size_t n16 = cpu_gemm_round_up(w->n, 16);
     int8_t *d = w->data;
 
     for (size_t col = 0; col < w->n; col++)
         for (size_t kk = 0; kk < w->k; kk++)
-            w->wt[kk * n16 + col] = cpu_bf16_from_float(W[col * w->k + kk]);
+            w->wt[cpu_gemm_wt_index(w->n, kk, col)] = cpu_bf16_from_float(W[col * w->k + kk]);
 
     for (size_t col = 0; col < w->n; col++) {
         const float *row = W + col * w->k;
@@ -163,7 +162,7 @@ int cpu_gemm_pack(struct cpu_gemm_weights *w, enum cpu_gemm_format f, const floa
         p.scale = alloc_zeroed(n16 * sizeof(float));
         p.corr = alloc_zeroed(n16 * sizeof(float));
         p.bytes += 2 * cpu_gemm_round_up(n16 * sizeof(float), 64);
-        if (size_mul_ok(n16 * sizeof(uint16_t), k, &bytes)) {
+        if (size_mul_ok(cpu_gemm_wt_stride(n) * sizeof(uint16_t), k, &bytes)) {
             p.wt = alloc_zeroed(bytes);
             p.bytes += cpu_gemm_round_up(bytes, 64);
         }
@@ -266,7 +265,6 @@ static size_t quantize_block(const float *A, size_t lda, size_t mb, size_t k, ui
 static void reference_int8(const struct cpu_gemm_weights *w, const float *A, size_t lda, size_t M,
                            float *C, size_t ldc)
 {
-    const size_t n16 = cpu_gemm_round_up(w->n, 16);
     uint8_t *q = malloc(CPU_GEMM_MB * w->k);
     float amin[CPU_GEMM_MB], ascale[CPU_GEMM_MB], res[CPU_GEMM_MB * CPU_GEMM_OUTLIERS];
     uint32_t out[CPU_GEMM_MB * CPU_GEMM_OUTLIERS];
@@ -289,7 +287,8 @@ static void reference_int8(const struct cpu_gemm_weights *w, const float *A, siz
                            ((const int8_t *)w->data)[cpu_gemm_packed_index(w, col, kk / 4, kk % 4)];
                 v = fmaf((float)acc, ascale[r] * w->scale[col], amin[r] * w->corr[col]);
                 for (size_t j = 0; j < n_out; j++)
-                    v = fmaf(rr[j], cpu_bf16_to_float(w->wt[o[j] * n16 + col]), v);
+                    v = fmaf(rr[j], cpu_bf16_to_float(w->wt[cpu_gemm_wt_index(w->n, o[j], col)]),
+                             v);
                 C[(m0 + r) * ldc + col] = v;
             }
     }

@@ -62,7 +62,8 @@ struct cpu_gemm_weights {
     void *data;   /* F32: borrowed W; else owned, 64-byte aligned packed values */
     float *scale; /* INT8: sw[n] (owned, n rounded up to 16) */
     float *corr;  /* INT8: sw[n] * sum_k wq[n][k] */
-    uint16_t *wt; /* INT8: W^T in bf16, [k][n rounded up to 16], for the outlier channels */
+    uint16_t *wt; /* INT8: W^T in bf16, [k][n rounded up to 32] permuted in groups of 32
+                   * (gemm-int.h: cpu_gemm_wt_index), for the outlier channels */
     size_t bytes; /* owned bytes (what the memory governor counts) */
 };
 

@@ -19,23 +19,6 @@
 #include "kernels.h"
 #include "simd-avx512.h"
 
-static ALWAYS_INLINE __m512 erf512(__m512 x)
-{
-    const __m512 one = _mm512_set1_ps(1.0f);
-    __m512 ax = _mm512_abs_ps(x), t, r, e;
-    __m512 sign = _mm512_and_ps(x, _mm512_set1_ps(-0.0f));
-
-    t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
-    r = _mm512_set1_ps(1.061405429f);
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-1.453152027f));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
-    e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(x, x)));
-    r = _mm512_fnmadd_ps(_mm512_mul_ps(r, t), e, one);
-    return _mm512_or_ps(r, sign);
-}
-
 static void avx512_add_layernorm(float *x, const float *y, size_t ld, const float *bias,
                                  const float *g, const float *b, size_t rows, size_t n, float eps)
 {
@@ -76,21 +59,39 @@ static void avx512_add_layernorm(float *x, const float *y, size_t ld, const floa
     }
 }
 
+/*
+ * GELU(x + bias) with kernels.c's piecewise erf: per lane, the piece index floor(4|u|) picks
+ * each coefficient out of a 16-float table held in a register (vpermps), then Horner in the
+ * offset s = 4|u| - index; the same operations, in the same order, as cpu_gelu().
+ */
 static void avx512_bias_gelu(float *x, const float *bias, size_t rows, size_t n)
 {
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
-    const __m512 rsqrt2 = _mm512_set1_ps((float)M_SQRT1_2);
+    const __m512 half = _mm512_set1_ps(0.5f), four = _mm512_set1_ps(4.0f);
+    const __m512 rsqrt2 = _mm512_set1_ps((float)M_SQRT1_2), clamp = _mm512_set1_ps(3.99999976f);
+    __m512 c[CPU_ERF_DEGREE + 1];
 
     if (n % 16 != 0) {
         cpu_kernels_generic.bias_gelu(x, bias, rows, n);
         return;
     }
+    for (int k = 0; k <= CPU_ERF_DEGREE; k++)
+        c[k] = _mm512_loadu_ps(cpu_erf_coef[k]);
     for (size_t r = 0; r < rows; r++) {
         float *row = x + r * n;
-        for (size_t c = 0; c < n; c += 16) {
-            __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + c), _mm512_loadu_ps(bias + c));
-            __m512 e = erf512(_mm512_mul_ps(v, rsqrt2));
-            _mm512_storeu_ps(row + c, _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, e)));
+        for (size_t col = 0; col < n; col += 16) {
+            __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + col), _mm512_loadu_ps(bias + col));
+            __m512 u = _mm512_mul_ps(v, rsqrt2);
+            __m512 y = _mm512_mul_ps(_mm512_min_ps(_mm512_abs_ps(u), clamp), four);
+            __m512 f = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            __m512 s = _mm512_sub_ps(y, f);
+            __m512i i = _mm512_cvttps_epi32(f);
+            __m512 h = _mm512_permutexvar_ps(i, c[CPU_ERF_DEGREE]);
+
+            _Pragma("GCC unroll 8") for (int k = CPU_ERF_DEGREE - 1; k >= 0; k--) h =
+                _mm512_fmadd_ps(h, s, _mm512_permutexvar_ps(i, c[k]));
+            /* copysign(h, v): h >= 0, so or-ing in v's sign bit is exact. */
+            h = _mm512_or_ps(h, _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
+            _mm512_storeu_ps(row + col, _mm512_fmadd_ps(v, h, _mm512_mul_ps(v, half)));
         }
     }
 }
@@ -108,7 +109,6 @@ static ALWAYS_INLINE void attn_rows(const float *qkv, size_t ld_qkv, const float
 {
     const int D = NC * 16;
     const __m512 vscale = _mm512_set1_ps(scale);
-    __mmask16 tail = (__mmask16)((1u << (L % 16 ? L % 16 : 16)) - 1);
     __m512 acc[4][4];
     float inv[4];
 
@@ -146,30 +146,7 @@ static ALWAYS_INLINE void attn_rows(const float *qkv, size_t ld_qkv, const float
     }
 
     /* Softmax over the L real keys; the padding lanes of the last block become 0. */
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-    {
-        float *s = S + r * lp;
-        __m512 vmax = _mm512_set1_ps(-INFINITY), vsum = _mm512_setzero_ps();
-        size_t jb;
-
-        for (jb = 0; jb + 16 <= L; jb += 16)
-            vmax = _mm512_max_ps(vmax, _mm512_load_ps(s + jb));
-        if (jb < L)
-            vmax = _mm512_mask_max_ps(vmax, tail, vmax, _mm512_load_ps(s + jb));
-        vmax = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-        for (jb = 0; jb + 16 <= L; jb += 16) {
-            __m512 e = exp512(_mm512_sub_ps(_mm512_load_ps(s + jb), vmax));
-            _mm512_store_ps(s + jb, e);
-            vsum = _mm512_add_ps(vsum, e);
-        }
-        if (jb < L) {
-            __m512 e = exp512(_mm512_sub_ps(_mm512_load_ps(s + jb), vmax));
-            e = _mm512_maskz_mov_ps(tail, e);
-            _mm512_store_ps(s + jb, e);
-            vsum = _mm512_add_ps(vsum, e);
-        }
-        inv[r] = 1.0f / _mm512_reduce_add_ps(vsum);
-    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) inv[r] = softmax_row(S + r * lp, L, NULL);
 
     /* Context: out_r = sum_j p_rj v_j. */
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)

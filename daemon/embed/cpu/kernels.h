@@ -6,8 +6,10 @@
  * compare against) and `avx512` (x86-64 AVX-512F/DQ/BW/VL, in kernels-avx512.c, compiled with
  * those flags and only called after a CPUID check).  Both evaluate the same formulas:
  *  - exp: Cephes expf range reduction + degree-5 polynomial (about 1 ulp);
- *  - erf: Abramowitz & Stegun 7.1.26 with exp(-x^2), |error| <= 1.5e-7, the formula PyTorch's
- *    own vectorised CPU erf uses, so GELU(x) = x/2 (1 + erf(x/sqrt 2)) tracks torch closely;
+ *  - erf: a piecewise degree-5 polynomial on [0, 4) in 16 pieces (cpu_erf_coef), |error| <=
+ *    6.5e-8 in fp32 (tighter than the Abramowitz & Stegun 7.1.26 that PyTorch's vectorised CPU
+ *    erf uses), so GELU(x) = x/2 (1 + erf(x/sqrt 2)) tracks torch closely; no division or exp,
+ *    and the vector code holds each coefficient table in one register;
  *  - LayerNorm: two-pass fp32 mean and biased variance, (x - mean) / sqrt(var + eps) * g + b.
  *
  * All matrices are fp32 row-major with explicit row strides (in floats).  Threading: the
@@ -35,15 +37,16 @@ struct cpu_kernels {
      * n_heads * head_dim wide, before bias) ld_qkv floats apart; bqkv is the matching 3*H bias.
      * Writes softmax(Q K^T / sqrt(head_dim)) V, heads concatenated, for the first n_queries
      * query rows (1 <= n_queries <= L; all keys are always used) to n_queries rows of ctx,
-     * ld_ctx apart.  scratch holds cpu_attention_scratch_floats(L, head_dim) floats, 64-byte
-     * aligned.
+     * ld_ctx apart.  scratch holds cpu_attention_scratch_floats(L, n_heads, head_dim) floats,
+     * 64-byte aligned.
      */
     void (*attention)(const float *qkv, size_t ld_qkv, const float *bqkv, float *ctx, size_t ld_ctx,
                       size_t L, size_t n_queries, unsigned n_heads, unsigned head_dim,
                       float *scratch);
 };
 
-size_t cpu_attention_scratch_floats(size_t max_len, unsigned head_dim);
+/* Floats of attention scratch for sequences of up to max_len tokens, for every kernel. */
+size_t cpu_attention_scratch_floats(size_t max_len, unsigned n_heads, unsigned head_dim);
 
 /*
  * Self-attention as cpu_kernels.attention, with its two products (Q K^T and P V) in bf16 pairs
@@ -59,6 +62,10 @@ void cpu_attention_bf16(const float *qkv, size_t ld_qkv, const float *bqkv, floa
 extern const struct cpu_kernels cpu_kernels_generic;
 /* NULL unless built for x86-64 and this CPU has AVX-512F/DQ/BW/VL. */
 const struct cpu_kernels *cpu_kernels_avx512(void);
+
+/* erf's table: cpu_erf_coef[k][i] is the s^k coefficient of 0.5 erf(a) for floor(4a) = i. */
+#define CPU_ERF_DEGREE 5
+extern const float cpu_erf_coef[CPU_ERF_DEGREE + 1][16];
 
 /* Scalar versions of the vector formulas (for the generic kernels and for tests). */
 float cpu_expf(float x);

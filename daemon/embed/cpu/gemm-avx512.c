@@ -185,7 +185,7 @@ static size_t quantize_row(const float *a, size_t k, const uint32_t *hint, size_
 {
     __m512 vmin = _mm512_set1_ps(INFINITY), vmax = _mm512_set1_ps(-INFINITY), vfloor, vm, vinv;
     float best[CPU_GEMM_OUTLIERS], floor = INFINITY, mn, mx, scale, inv;
-    size_t n = 0;
+    size_t n = 0, n_cand = 0;
 
     if (k >= CPU_GEMM_MIN_K_OUTLIERS) {
         __m512 lm = _mm512_set1_ps(-1.0f);
@@ -216,6 +216,7 @@ static size_t quantize_row(const float *a, size_t k, const uint32_t *hint, size_
         vmin = _mm512_mask_min_ps(vmin, below, vmin, x);
         vmax = _mm512_mask_max_ps(vmax, below, vmax, x);
         cand[k0 / 16] = (uint16_t)m;
+        n_cand += (size_t)__builtin_popcount(m);
         while (m) {
             unsigned lane = (unsigned)__builtin_ctz(m);
 
@@ -223,10 +224,10 @@ static size_t quantize_row(const float *a, size_t k, const uint32_t *hint, size_
             cpu_gemm_outlier_offer(fabsf(a[k0 + lane]), (uint32_t)(k0 + lane), best, out, &n);
         }
     }
-    /* The candidates not picked are ordinary channels. */
+    /* The candidates not picked (usually none) are ordinary channels. */
     for (size_t j = 0; j < n; j++)
         cand[out[j] / 16] &= (uint16_t) ~(1u << (out[j] % 16));
-    if (floor != INFINITY)
+    if (n_cand > n)
         for (size_t k0 = 0; k0 < k; k0 += 16) {
             __mmask16 m = cand[k0 / 16];
 
@@ -247,16 +248,16 @@ static size_t quantize_row(const float *a, size_t k, const uint32_t *hint, size_
     for (size_t k0 = 0; k0 < stride; k0 += 16) {
         __mmask16 m = lanes(left(k, k0));
         __m512 x = _mm512_maskz_loadu_ps(m, a + k0);
-        __m512 l = _mm512_mul_ps(_mm512_sub_ps(x, vm), vinv);
-        __m512i q;
+        /* Round to nearest even.  Every channel but the outliers lies in [mn, mx], so its
+         * level is in [0, 255] (a hair above 255 saturates); the outliers are set below. */
+        __m512i q = _mm512_maskz_cvtps_epi32(m, _mm512_mul_ps(_mm512_sub_ps(x, vm), vinv));
 
-        /* Clamp to [0, 255] (only outliers fall outside), round to nearest even. */
-        l = _mm512_min_ps(_mm512_max_ps(l, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
-        q = _mm512_maskz_cvtps_epi32(m, l);
         _mm_store_si128((__m128i *)(d + k0), _mm512_cvtusepi32_epi8(q));
     }
-    for (size_t j = 0; j < n; j++)
+    for (size_t j = 0; j < n; j++) {
+        d[out[j]] = (uint8_t)cpu_gemm_int8_level(a[out[j]], mn, inv);
         res[j] = cpu_gemm_int8_residual(a[out[j]], mn, scale, inv);
+    }
     return n;
 }
 

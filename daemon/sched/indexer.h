@@ -134,11 +134,14 @@ struct indexer_result {
 #define INDEXER_MAX_REPORTED_ERRORS 100
 
 /* Store writes (store_write_ops()) after which the open transaction is committed, whatever
- * the batch count: see "Memory" above.  About 15 chunks' postings; at most ~16 MiB of dirty
- * pages even when every write lands on its own page, usually a few MiB.  Committing this
- * often cost 3% of a 100k-line job's time (store stage 5.6 s of 211 s). */
+ * the batch count: see "Memory" above.  A write dirties one or two pages the transaction did
+ * not already hold (a leaf, and a duplicate subtree's leaf for postings), so this bounds its
+ * dirty pages (4-8 MiB), which are held twice at its commit: LMDB's malloc'd copies and the
+ * page cache being written.  With 4096 the commits of a 100k-line job's later transactions
+ * showed up as 16 MiB blips of governor usage (dirty page cache) that a 10k-line job's small
+ * tree never had. */
 #ifndef INDEXER_TXN_MAX_OPS /* overridable to measure without the bound (bench/README.md) */
-#define INDEXER_TXN_MAX_OPS 4096
+#define INDEXER_TXN_MAX_OPS 1024
 #endif
 
 void indexer_result_release(struct indexer_result *r);

@@ -137,9 +137,10 @@ struct indexer_result {
  * the batch count: see "Memory" above.  A write dirties one or two pages the transaction did
  * not already hold (a leaf, and a duplicate subtree's leaf for postings), so this bounds its
  * dirty pages (4-8 MiB), which are held twice at its commit: LMDB's malloc'd copies and the
- * page cache being written.  With 4096 the commits of a 100k-line job's later transactions
- * showed up as 16 MiB blips of governor usage (dirty page cache) that a 10k-line job's small
- * tree never had. */
+ * page cache being written: at most 5 MiB of dirty page cache was seen at a commit of a
+ * 100k-line job (memory.stat sampled every 20 ms).  A file bigger than the budget still
+ * commits in one transaction, and its commit can hold 15-30 MiB more for a moment
+ * (bench/README.md). */
 #ifndef INDEXER_TXN_MAX_OPS /* overridable to measure without the bound (bench/README.md) */
 #define INDEXER_TXN_MAX_OPS 1024
 #endif

@@ -35,7 +35,12 @@
  * the bigger the index already was: 20 MiB more anonymous memory at the end of a 100k-line
  * job than at its start (bench/memory, 2026-11-25).  So the transaction is also committed
  * after every file that takes it past INDEXER_TXN_MAX_OPS store writes (store_write_ops());
- * a single file's writes are never split, since its rows must commit together.
+ * a single file's writes are never split, since its rows must commit together.  A big file
+ * therefore still makes one big transaction (a 850 KB header: ~25 MiB for a moment), whose
+ * kept pages are given back right after its commit (store_release_memory(), malloc_trim), so
+ * it costs a peak bounded by the scanner's file size limit, not a lasting footprint.  Splitting
+ * such a file over several commits would need the job row to record the partial file, so that
+ * a resumed job can remove or finish it.
  *
  * Threading: indexer_run() runs on one worker thread, which is then the store's only writer.
  * The governor is shared with the loop thread under env->gov_lock.

@@ -368,11 +368,6 @@ static int checkpoint(struct run *run, uint32_t state, int error)
         set_message(run, "checkpoint commit failed: %s", store_last_error());
         return r;
     }
-    if (ops > 2 * run->txn_max_ops) {
-        r = release_memory(run);
-        if (r < 0)
-            return r;
-    }
     run->p->checkpoints++;
     run->batches_since_checkpoint = 0;
     if (run->dirty && run->env->committed)
@@ -383,8 +378,10 @@ static int checkpoint(struct run *run, uint32_t state, int error)
         governor_note_checkpoint(run->env->gov);
         pthread_mutex_unlock(run->env->gov_lock);
     }
+    /* After the bookkeeping: the commit stands even if the reopen fails. */
+    r = ops > 2 * run->txn_max_ops ? release_memory(run) : 0;
     run->p->store_s += now_s() - t;
-    return 0;
+    return r;
 }
 
 static int cmp_store_term(const void *a, const void *b)

@@ -164,8 +164,12 @@ struct pending {
     uint64_t size;
     char *content; /* the bytes chunked (chunk byte ranges point into it) */
     struct chunk_list chunks;
-    float *vecs;     /* chunks.n * dim */
-    size_t embedded; /* chunks [0, embedded) have vectors */
+    float *vecs;      /* the vectors of chunks [written, embedded), in order */
+    size_t cap_vecs;  /* in vectors */
+    size_t embedded;  /* chunks [0, embedded) have vectors */
+    size_t written;   /* chunks [0, written) are in the store (only ever the queue's head) */
+    uint64_t first;   /* its chunk ids, allocated at its first write */
+    bool staged;      /* the store records [first, +chunks.n) as staged (store-chunk.h) */
 };
 
 struct run {
@@ -344,6 +348,49 @@ static int release_memory(struct run *run)
     return 0;
 }
 
+/*
+ * A file's chunks are written as their vectors arrive, and a commit can fall between two of
+ * them (the write budget: indexer.h).  The head of the queue, the only file ever part
+ * written, is then staged in the same commit, which keeps its chunks out of searches until
+ * its file row goes in and tells a later run to drop them if this one never finishes it.
+ */
+static int stage_head(struct run *run)
+{
+    struct pending *f = run->n_pend ? &run->pend[0] : NULL;
+    int r;
+
+    if (!f || f->written == 0 || f->written == f->chunks.n || f->staged)
+        return 0;
+    r = store_chunk_stage(run->wtx, run->job->repo_id, f->first, (uint32_t)f->chunks.n);
+    if (r < 0) {
+        set_message(run, "staging %s failed: %s", f->path, store_last_error());
+        return r;
+    }
+    f->staged = true;
+    return 0;
+}
+
+/* At the end of a job that did not finish: drop the chunks of a part-written head file. */
+static int discard_head(struct run *run)
+{
+    struct pending *f = run->n_pend ? &run->pend[0] : NULL;
+    int r;
+
+    if (!f || f->written == 0 || f->written == f->chunks.n)
+        return 0;
+    r = store_chunk_stage(run->wtx, run->job->repo_id, f->first, (uint32_t)f->chunks.n);
+    if (r >= 0)
+        r = store_chunk_unstage(run->wtx, run->job->repo_id, true);
+    if (r < 0) {
+        set_message(run, "dropping the part written %s failed: %s", f->path,
+                    store_last_error());
+        return r;
+    }
+    f->staged = false;
+    f->written = 0;
+    return 0;
+}
+
 /* Commit what is written so far, with the job row, as one checkpoint. */
 static int checkpoint(struct run *run, uint32_t state, int error)
 {
@@ -354,6 +401,12 @@ static int checkpoint(struct run *run, uint32_t state, int error)
     r = ensure_wtx(run);
     if (r < 0)
         return r;
+    r = state == JOB_STATE_RUNNING ? stage_head(run) : discard_head(run);
+    if (r < 0) {
+        store_write_abort(run->wtx);
+        run->wtx = NULL;
+        return r;
+    }
     r = put_job_row(run, run->wtx, state, error);
     if (r < 0) {
         store_write_abort(run->wtx);
@@ -443,65 +496,78 @@ out:
     return r;
 }
 
-/* Write one fully embedded file into the open transaction. */
-static int write_file(struct run *run, struct pending *f)
+/* Write the next embedded chunk of the queue's head file f into the open transaction. */
+static int write_chunk(struct run *run, struct pending *f, const float *vec)
 {
-    uint32_t dim = run->env->embed->dim;
-    struct store_file row = {
-        .path = f->path,
-        .mtime_ns = f->mtime_ns,
-        .size = f->size,
-        .n_chunks = (uint32_t)f->chunks.n,
-    };
-    struct store_txn *t;
-    uint64_t first = 0;
+    const struct chunk *c = &f->chunks.items[f->written];
     double t0 = now_s();
     int r;
 
     r = ensure_wtx(run);
     if (r < 0)
         return r;
-    t = run->wtx;
-    memcpy(row.hash, f->hash, sizeof(row.hash));
-    if (f->chunks.n > 0) {
-        r = store_chunk_ids_alloc(t, run->job->repo_id, (uint32_t)f->chunks.n, &first);
+    if (f->written == 0) {
+        r = store_chunk_ids_alloc(run->wtx, run->job->repo_id, (uint32_t)f->chunks.n, &f->first);
         if (r < 0)
             goto fail;
     }
-    row.first_chunk = first;
-    for (size_t i = 0; i < f->chunks.n; i++) {
-        const struct chunk *c = &f->chunks.items[i];
-        struct store_chunk sc = {
-            .id = first + i,
-            .path = f->path,
-            .language = c->language,
-            .symbol = c->symbol,
-            .start_line = c->start_line,
-            .end_line = c->end_line,
-            .text_offset = c->start_byte,
-            .text_len = (uint32_t)(c->end_byte - c->start_byte),
-        };
-        sha256(f->content + c->start_byte, c->end_byte - c->start_byte, sc.hash);
-        r = store_chunk_put(t, &sc);
-        if (r < 0)
-            goto fail;
-        r = store_vector_put(t, sc.id, f->vecs + i * dim, dim);
-        if (r < 0)
-            goto fail;
-        r = write_postings(t, sc.id, c);
-        if (r < 0)
-            goto fail;
-    }
-    r = store_file_put(t, run->job->repo_id, &row);
+    struct store_chunk sc = {
+        .id = f->first + f->written,
+        .path = f->path,
+        .language = c->language,
+        .symbol = c->symbol,
+        .start_line = c->start_line,
+        .end_line = c->end_line,
+        .text_offset = c->start_byte,
+        .text_len = (uint32_t)(c->end_byte - c->start_byte),
+    };
+    sha256(f->content + c->start_byte, c->end_byte - c->start_byte, sc.hash);
+    r = store_chunk_put(run->wtx, &sc);
+    if (r >= 0)
+        r = store_vector_put(run->wtx, sc.id, vec, run->env->embed->dim);
+    if (r >= 0)
+        r = write_postings(run->wtx, sc.id, c);
     if (r < 0)
         goto fail;
+    f->written++;
     run->dirty = true;
-    snprintf(run->cursor, sizeof(run->cursor), "%s", f->path);
     run->p->store_s += now_s() - t0;
     return 0;
 fail:
     set_message(run, "writing %s failed: %s", f->path, store_last_error());
     return r;
+}
+
+/* Put the file row of the head file f, all of whose chunks are written: it replaces (and
+ * deletes) the chunks of the file's previous version, and the new ones become visible. */
+static int write_file_row(struct run *run, struct pending *f)
+{
+    struct store_file row = {
+        .path = f->path,
+        .mtime_ns = f->mtime_ns,
+        .size = f->size,
+        .first_chunk = f->chunks.n ? f->first : 0,
+        .n_chunks = (uint32_t)f->chunks.n,
+    };
+    double t0 = now_s();
+    int r;
+
+    r = ensure_wtx(run);
+    if (r < 0)
+        return r;
+    memcpy(row.hash, f->hash, sizeof(row.hash));
+    r = store_file_put(run->wtx, run->job->repo_id, &row);
+    if (r >= 0 && f->staged)
+        r = store_chunk_unstage(run->wtx, run->job->repo_id, false);
+    if (r < 0) {
+        set_message(run, "writing %s failed: %s", f->path, store_last_error());
+        return r;
+    }
+    f->staged = false;
+    run->dirty = true;
+    snprintf(run->cursor, sizeof(run->cursor), "%s", f->path);
+    run->p->store_s += now_s() - t0;
+    return 0;
 }
 
 /* ---- phase 1: scan ---------------------------------------------------------------------- */
@@ -598,6 +664,18 @@ static int phase_scan(struct run *run)
     if (r < 0) {
         if (r != -ECANCELED)
             set_message(run, "scanning %s failed: %s", run->job->root, strerror(-r));
+        goto out;
+    }
+    /* A run stopped in the middle of a file left its chunks staged: drop them (its file row
+     * was not updated, so the scan has queued the file again). */
+    r = ensure_wtx(run);
+    if (r < 0)
+        goto out;
+    r = store_chunk_unstage(run->wtx, run->job->repo_id, true);
+    if (r == 0) {
+        log_info("indexer: dropped the chunks of a file a stopped run had part written");
+    } else if (r != -ENOENT) {
+        set_message(run, "dropping staged chunks failed: %s", store_last_error());
         goto out;
     }
     run->p->files_total = run->base_files + run->n_todo;
@@ -724,9 +802,8 @@ static int enqueue_next_file(struct run *run)
         chunk_list_init(&f.chunks);
     }
     run->p->chunk_s += now_s() - t;
-    f.vecs = array_alloc(MAX(f.chunks.n, (size_t)1), run->env->embed->dim * sizeof(float));
     f.path = strdup(td->path);
-    if (!f.vecs || !f.path) {
+    if (!f.path) {
         r = -ENOMEM;
         goto fail;
     }
@@ -798,22 +875,47 @@ static int embed_chunks(struct run *run, const char *const *texts, const size_t 
     return 0;
 }
 
-/* Write the fully embedded files at the head of the queue, committing whenever the open
- * transaction reaches its write budget (see INDEXER_TXN_MAX_OPS in indexer.h). */
+static bool over_budget(const struct run *run)
+{
+    return run->wtx && store_write_ops(run->wtx) >= run->txn_max_ops;
+}
+
+/*
+ * Write what is embedded, in queue order: the head file's chunks as their vectors arrive, and
+ * its file row once all are in, then the next file.  The transaction is committed whenever it
+ * reaches its write budget (INDEXER_TXN_MAX_OPS in indexer.h), between two chunks of a file if
+ * need be (stage_head()), so no file, however big, makes a bigger one.
+ */
 static int flush_embedded(struct run *run)
 {
+    uint32_t dim = run->env->embed->dim;
     int r;
 
-    while (run->n_pend > 0 && run->pend[0].embedded == run->pend[0].chunks.n) {
-        r = write_file(run, &run->pend[0]);
+    while (run->n_pend > 0) {
+        struct pending *f = &run->pend[0];
+        size_t base = f->written;
+
+        while (f->written < f->embedded) {
+            r = write_chunk(run, f, f->vecs + (f->written - base) * dim);
+            if (r < 0)
+                return r;
+            if (over_budget(run) && f->written < f->chunks.n) {
+                r = checkpoint(run, JOB_STATE_RUNNING, 0);
+                if (r < 0)
+                    return r;
+            }
+        }
+        if (f->written < f->chunks.n)
+            return 0; /* the rest of its chunks are still to be embedded */
+        r = write_file_row(run, f);
         if (r < 0)
             return r;
         run->p->files_done++;
-        pending_release(&run->pend[0]);
+        pending_release(f);
         /* Out of the queue before a checkpoint, whose job row counts what is still queued. */
         memmove(run->pend, run->pend + 1, (run->n_pend - 1) * sizeof(*run->pend));
         run->n_pend--;
-        if (run->wtx && store_write_ops(run->wtx) >= run->txn_max_ops) {
+        if (over_budget(run)) {
             r = checkpoint(run, JOB_STATE_RUNNING, 0);
             if (r < 0)
                 return r;
@@ -912,11 +1014,16 @@ cut:
     size_t k = 0;
     for (size_t fi = 0; fi < run->n_pend && k < n; fi++) {
         struct pending *f = &run->pend[fi];
-        while (f->embedded < f->chunks.n && k < n) {
-            memcpy(f->vecs + f->embedded * e->dim, out + k * e->dim, e->dim * sizeof(float));
-            f->embedded++;
-            k++;
-        }
+        size_t m = MIN(f->chunks.n - f->embedded, n - k), held = f->embedded - f->written;
+
+        if (m == 0)
+            continue;
+        r = array_grow((void **)&f->vecs, &f->cap_vecs, held + m, e->dim * sizeof(float));
+        if (r < 0)
+            goto out;
+        memcpy(f->vecs + held * e->dim, out + k * e->dim, m * e->dim * sizeof(float));
+        f->embedded += m;
+        k += m;
     }
     run->queued -= n;
     run->p->chunks_done += n;

@@ -33,6 +33,9 @@
  *               coarch.schema_version  u32   the schema of this environment (see store.h)
  *               coarch.next_repo_id    u64   next repo id to hand out (absent = 1)
  *               coarch.next_job_id     u64   next job id to hand out (absent = 1)
+ *               coarch.staged.<repo>   u64 first chunk id, u32 n: a file's chunks written
+ *                                      over several transactions, hidden from searches
+ *                                      until its file row is put (store-chunk.h)
  *             other keys are free for the daemon (store_meta_get/put), e.g. the embedding model
  *             the vectors were computed with.
  *
@@ -128,6 +131,7 @@
 #define STORE_META_SCHEMA_VERSION "coarch.schema_version"
 #define STORE_META_NEXT_REPO_ID "coarch.next_repo_id"
 #define STORE_META_NEXT_JOB_ID "coarch.next_job_id"
+#define STORE_META_STAGED_PREFIX "coarch.staged." /* + repo id: store_chunk_stage() */
 #define STORE_META_RESERVED_PREFIX "coarch."
 
 #define STORE_CHUNK_SEQ_BITS 40

@@ -7,6 +7,7 @@
 #include "macro.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 
 #define SEQ_MASK ((1ull << STORE_CHUNK_SEQ_BITS) - 1)
 #define TERM_KEY_MAX (4 + STORE_MAX_TERM)
@@ -57,6 +58,130 @@ int store_chunk_ids_alloc(struct store_txn *t, uint32_t repo, uint32_t n, uint64
         return r;
     *ret_first = (uint64_t)repo << STORE_CHUNK_SEQ_BITS | seq;
     return 0;
+}
+
+/* ---- staged ranges --------------------------------------------------------------------- */
+
+#define STAGED_FIRST 0
+#define STAGED_N 8
+#define STAGED_SIZE 12
+
+static size_t staged_key(char key[STORE_MAX_KEY + 1], uint32_t repo)
+{
+    return (size_t)snprintf(key, STORE_MAX_KEY + 1, STORE_META_STAGED_PREFIX "%" PRIu32, repo);
+}
+
+int store_chunk_staged(struct store_txn *t, uint32_t repo, uint64_t *ret_first, uint32_t *ret_n)
+{
+    char key[STORE_MAX_KEY + 1];
+    size_t klen = staged_key(key, repo);
+    MDB_val v;
+    int r;
+
+    r = txn_get(t, TABLE_META, key, klen, &v);
+    if (r < 0)
+        return r;
+    if (v.mv_size != STAGED_SIZE)
+        return store_error(-EBADMSG, "meta %s has %zu bytes, expected %d", key, v.mv_size,
+                           STAGED_SIZE);
+    *ret_first = u64_get((const uint8_t *)v.mv_data + STAGED_FIRST);
+    *ret_n = u32_get((const uint8_t *)v.mv_data + STAGED_N);
+    return 0;
+}
+
+/* Hide the staged range of `repo` from a walk: [*lo, *hi), empty when none is staged. */
+static int staged_bounds(struct store_txn *t, uint32_t repo, uint64_t *lo, uint64_t *hi)
+{
+    uint64_t first;
+    uint32_t n;
+    int r;
+
+    *lo = *hi = 0;
+    r = store_chunk_staged(t, repo, &first, &n);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    *lo = first;
+    *hi = first + n;
+    return 0;
+}
+
+int store_chunk_stage(struct store_txn *t, uint32_t repo, uint64_t first, uint32_t n)
+{
+    char key[STORE_MAX_KEY + 1];
+    size_t klen = staged_key(key, repo), mark;
+    uint8_t val[STAGED_SIZE];
+    uint64_t cur_first;
+    uint32_t cur_n;
+    int r;
+
+    r = txn_op_begin(t, &mark);
+    if (r < 0)
+        return r;
+    if (n == 0 || chunk_id_check(first) < 0 || STORE_CHUNK_REPO(first) != repo ||
+        STORE_CHUNK_REPO(first + n - 1) != repo)
+        return store_error(-EINVAL, "chunk range %#" PRIx64 "+%" PRIu32 " is not in repository %" PRIu32,
+                           first, n, repo);
+    r = store_chunk_staged(t, repo, &cur_first, &cur_n);
+    if (r == 0) {
+        if (cur_first == first && cur_n == n)
+            return 0;
+        return store_error(-EBUSY, "repository %" PRIu32 " already has chunks staged", repo);
+    }
+    if (r != -ENOENT)
+        return r;
+    u64_put(val + STAGED_FIRST, first);
+    u32_put(val + STAGED_N, n);
+    return txn_op_end(t, mark, txn_put(t, TABLE_META, key, klen, val, sizeof(val), 0));
+}
+
+/* Hand ids [first, first + n) back to the allocator of their repository if they are the last
+ * it gave out. */
+static int ids_give_back(struct store_txn *t, uint64_t first, uint32_t n)
+{
+    uint32_t repo = STORE_CHUNK_REPO(first);
+    uint8_t key[4], row[REPO_PATH + STORE_MAX_REPO_PATH + 1];
+    size_t len;
+    MDB_val v;
+    int r;
+
+    be32_put(key, repo);
+    r = txn_get(t, TABLE_REPOS, key, sizeof(key), &v);
+    if (r < 0)
+        return r;
+    if (v.mv_size < REPO_PATH + 2)
+        return store_error(-EBADMSG, "repos row %" PRIu32 " is malformed", repo);
+    if (u64_get((const uint8_t *)v.mv_data + REPO_NEXT_SEQ) != (first & SEQ_MASK) + n)
+        return 0;
+    len = MIN(v.mv_size, sizeof(row));
+    memcpy(row, v.mv_data, len);
+    u64_put(row + REPO_NEXT_SEQ, first & SEQ_MASK);
+    return txn_put(t, TABLE_REPOS, key, sizeof(key), row, len, 0);
+}
+
+int store_chunk_unstage(struct store_txn *t, uint32_t repo, bool drop)
+{
+    char key[STORE_MAX_KEY + 1];
+    size_t klen = staged_key(key, repo), mark;
+    uint64_t first;
+    uint32_t n;
+    int r;
+
+    r = txn_op_begin(t, &mark);
+    if (r < 0)
+        return r;
+    r = store_chunk_staged(t, repo, &first, &n);
+    if (r < 0)
+        return r;
+    if (drop) {
+        r = chunk_delete_range(t, first, n, NULL);
+        if (r >= 0)
+            r = ids_give_back(t, first, n);
+        if (r < 0)
+            return txn_op_end(t, mark, r);
+    }
+    return txn_op_end(t, mark, txn_del(t, TABLE_META, key, klen, NULL, 0));
 }
 
 /* ---- chunks ---------------------------------------------------------------------------- */
@@ -400,6 +525,7 @@ int store_postings_foreach(struct store_txn *t, uint32_t repo, const char *term,
                            store_posting_fn fn, void *userdata)
 {
     _cleanup_free_ struct store_posting *batch = NULL;
+    uint64_t hide_lo, hide_hi;
     uint8_t key[TERM_KEY_MAX];
     size_t klen, cap = 0;
     MDB_cursor *c;
@@ -407,6 +533,9 @@ int store_postings_foreach(struct store_txn *t, uint32_t repo, const char *term,
     int rc, r;
 
     r = term_key_check(repo, term, key, &klen);
+    if (r < 0)
+        return r;
+    r = staged_bounds(t, repo, &hide_lo, &hide_hi);
     if (r < 0)
         return r;
     r = txn_cursor(t, TABLE_POSTINGS, &c);
@@ -429,13 +558,18 @@ int store_postings_foreach(struct store_txn *t, uint32_t repo, const char *term,
             r = store_error(-ENOMEM, "out of memory");
             break;
         }
-        for (size_t i = 0; i < n; i++, p += POSTING_SIZE)
-            batch[i] = (struct store_posting){
-                .chunk_id = be64_get(p + POSTING_CHUNK_ID),
+        size_t kept = 0;
+        for (size_t i = 0; i < n; i++, p += POSTING_SIZE) {
+            uint64_t id = be64_get(p + POSTING_CHUNK_ID);
+            if (id >= hide_lo && id < hide_hi)
+                continue;
+            batch[kept++] = (struct store_posting){
+                .chunk_id = id,
                 .tf = u32_get(p + POSTING_TF),
                 .doc_len = u32_get(p + POSTING_DOC_LEN),
             };
-        r = fn(userdata, batch, n);
+        }
+        r = kept ? fn(userdata, batch, kept) : 0;
         if (r != 0)
             break;
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_MULTIPLE);
@@ -535,6 +669,7 @@ int store_vector_get(struct store_txn *t, uint64_t id, float *buf, uint32_t cap,
 int store_vector_foreach(struct store_txn *t, uint32_t repo, store_vector_fn fn, void *userdata)
 {
     _cleanup_free_ float *copy = NULL;
+    uint64_t hide_lo, hide_hi;
     uint8_t lo[8];
     size_t cap = 0;
     MDB_cursor *c;
@@ -543,6 +678,9 @@ int store_vector_foreach(struct store_txn *t, uint32_t repo, store_vector_fn fn,
 
     if (repo == 0 || repo > STORE_MAX_REPO_ID)
         return 0;
+    r = staged_bounds(t, repo, &hide_lo, &hide_hi);
+    if (r < 0)
+        return r;
     r = txn_cursor(t, TABLE_VECTORS, &c);
     if (r < 0)
         return r;
@@ -563,6 +701,8 @@ int store_vector_foreach(struct store_txn *t, uint32_t repo, store_vector_fn fn,
         id = be64_get(k.mv_data);
         if (STORE_CHUNK_REPO(id) != repo)
             break;
+        if (id >= hide_lo && id < hide_hi)
+            continue;
         r = vector_check(id, &v, &dim);
         if (r < 0)
             break;

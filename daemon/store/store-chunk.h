@@ -22,6 +22,7 @@
 
 #include "store-repo.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,27 @@ int store_chunk_get(struct store_txn *t, uint64_t id, struct store_chunk *ret);
 int store_chunk_delete(struct store_txn *t, uint64_t id);
 /* store_chunk_delete() for ids [first, first + n); returns how many chunks had any row. */
 int store_chunk_delete_range(struct store_txn *t, uint64_t first, uint32_t n);
+
+/*
+ * Staged chunks.  A writer that bounds the size of its transactions (the indexer, indexer.h)
+ * writes a big file's chunks over several commits.  Until the file's row goes in, the range of
+ * ids it allocated for them is staged: recorded in the same transaction as its first chunks,
+ * at most one range per repository, and left out by store_vector_foreach() and
+ * store_postings_foreach(), so a search goes on seeing the file's previous version (or
+ * nothing) until the new one is complete, and never both.  The repo row's counters and
+ * store_postings_df() do count staged chunks.  A writer killed mid-file leaves the record;
+ * the next one drops the range with store_chunk_unstage(..., true).
+ */
+/* Stage [first, first + n) of `repo` (ids from store_chunk_ids_alloc()).  Staging the range
+ * already staged is a no-op; -EBUSY when another range is staged, -EINVAL for a bad range. */
+int store_chunk_stage(struct store_txn *t, uint32_t repo, uint64_t first, uint32_t n);
+/* The staged range of `repo`, or -ENOENT. */
+int store_chunk_staged(struct store_txn *t, uint32_t repo, uint64_t *ret_first, uint32_t *ret_n);
+/* Forget the staged range of `repo` (-ENOENT if none): the chunks become visible (their file
+ * row has just been put), or with `drop` are deleted, and their ids handed back to the
+ * allocator when nothing was allocated after them, so that a resumed job numbers its chunks
+ * as an uninterrupted one would have. */
+int store_chunk_unstage(struct store_txn *t, uint32_t repo, bool drop);
 
 /* Insert or replace the fp32 embedding of chunk `id` (1..STORE_MAX_DIM components). */
 int store_vector_put(struct store_txn *t, uint64_t id, const float *v, uint32_t dim);

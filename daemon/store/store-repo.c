@@ -7,6 +7,7 @@
 #include "macro.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 
 #define REPO_ROW_MAX (REPO_PATH + STORE_MAX_REPO_PATH + 1)
 #define FILE_KEY_MAX (4 + STORE_MAX_FILE_PATH)
@@ -306,6 +307,14 @@ static int repo_remove(struct store_txn *t, uint32_t id)
     r = txn_del(t, TABLE_REPOS, lo4, 4, NULL, 0);
     if (r < 0)
         return r;
+    {
+        char key[STORE_MAX_KEY + 1];
+        int n = snprintf(key, sizeof(key), STORE_META_STAGED_PREFIX "%" PRIu32, id);
+
+        r = txn_del(t, TABLE_META, key, (size_t)n, NULL, 0);
+        if (r < 0 && r != -ENOENT)
+            return r;
+    }
     r = txn_del(t, TABLE_REPO_PATHS, row + REPO_PATH, len - REPO_PATH - 1, NULL, 0);
     if (r == -ENOENT)
         return store_error(-EUCLEAN, "repository %" PRIu32 " has no path entry", id);

@@ -1449,6 +1449,105 @@ TEST(file_replaced_atomically)
     free(dir);
 }
 
+static int count_vecs(void *userdata, uint64_t id, const float *v, uint32_t dim)
+{
+    (void)id, (void)v, (void)dim;
+    (*(size_t *)userdata)++;
+    return 0;
+}
+
+static size_t vectors_of(struct store_txn *t, uint32_t repo)
+{
+    size_t n = 0;
+
+    ASSERT_OK(store_vector_foreach(t, repo, count_vecs, &n));
+    return n;
+}
+
+/* A file written over several commits: its staged chunks stay out of the walks searches use
+ * (the old version stays in) until its row goes in; dropping them after a "crash" removes
+ * every row and hands the ids back, so the next allocation is the same range again. */
+TEST(staged_chunks_hidden_until_file_row)
+{
+    char *dir = tmpdir_new();
+    struct store *s = open_at(dir);
+    struct store_txn *t;
+    struct store_file f = {.path = "big.c", .n_chunks = 6, .size = 6};
+    struct store_chunk c;
+    uint64_t old_first, first, again, got_first;
+    uint32_t repo, got_n;
+
+    ASSERT_OK(store_write_begin(s, &t));
+    ASSERT_OK(store_repo_get_or_create(t, "/src/r", &repo));
+    put_file_v(t, repo, "big.c", 2, &old_first);
+    ASSERT_OK(store_write_commit(t));
+
+    /* Three of six new chunks, staged, committed. */
+    ASSERT_OK(store_write_begin(s, &t));
+    ASSERT_OK(store_chunk_ids_alloc(t, repo, 6, &first));
+    for (uint32_t i = 0; i < 3; i++)
+        put_chunk_full(t, first + i, "big.c", 100 + i * 10);
+    ASSERT_OK(store_chunk_stage(t, repo, first, 6));
+    ASSERT_OK(store_chunk_stage(t, repo, first, 6)); /* the same range again: no-op */
+    ASSERT_EQ(store_chunk_stage(t, repo, first, 5), -EBUSY);
+    ASSERT_EQ(store_chunk_stage(t, repo + 1, first, 6), -EINVAL);
+    ASSERT_OK(store_write_commit(t));
+
+    ASSERT_OK(store_read_begin(s, &t));
+    ASSERT_OK(store_chunk_staged(t, repo, &got_first, &got_n));
+    ASSERT_EQ(got_first, first);
+    ASSERT_EQ(got_n, 6);
+    ASSERT_EQ(vectors_of(t, repo), 2);           /* the old version only */
+    ASSERT_EQ(postings_of(t, repo, "alpha"), 2); /* likewise */
+    ASSERT_OK(store_chunk_get(t, first, &c));    /* the rows exist */
+    store_read_end(t);
+
+    /* "Crash": the next writer drops the range; ids come back, the old version stays. */
+    ASSERT_OK(store_write_begin(s, &t));
+    ASSERT_OK(store_chunk_unstage(t, repo, true));
+    ASSERT_EQ(store_chunk_unstage(t, repo, true), -ENOENT);
+    ASSERT_EQ(store_chunk_get(t, first, &c), -ENOENT);
+    ASSERT_OK(store_chunk_ids_alloc(t, repo, 6, &again));
+    ASSERT_EQ(again, first);
+    ASSERT_OK(store_write_commit(t));
+    ASSERT_EQ(REPO_COUNT(s, repo, n_chunks), 2);
+    ASSERT_EQ(REPO_COUNT(s, repo, n_lex_docs), 2);
+
+    /* Written to the end over two commits, then the file row: the new version replaces the
+     * old one and becomes visible. */
+    ASSERT_OK(store_write_begin(s, &t));
+    for (uint32_t i = 0; i < 3; i++)
+        put_chunk_full(t, again + i, "big.c", 100 + i * 10);
+    ASSERT_OK(store_chunk_stage(t, repo, again, 6));
+    ASSERT_OK(store_write_commit(t));
+    ASSERT_OK(store_write_begin(s, &t));
+    for (uint32_t i = 3; i < 6; i++)
+        put_chunk_full(t, again + i, "big.c", 100 + i * 10);
+    f.first_chunk = again;
+    ASSERT_OK(store_file_put(t, repo, &f));
+    ASSERT_OK(store_chunk_unstage(t, repo, false));
+    ASSERT_OK(store_write_commit(t));
+    ASSERT_OK(store_read_begin(s, &t));
+    ASSERT_EQ(store_chunk_staged(t, repo, &got_first, &got_n), -ENOENT);
+    ASSERT_EQ(vectors_of(t, repo), 6);
+    ASSERT_EQ(postings_of(t, repo, "alpha"), 6);
+    ASSERT_EQ(store_chunk_get(t, old_first, &c), -ENOENT);
+    store_read_end(t);
+    ASSERT_EQ(REPO_COUNT(s, repo, n_chunks), 6);
+
+    /* Removing a repository removes its staged record too. */
+    ASSERT_OK(store_write_begin(s, &t));
+    ASSERT_OK(store_chunk_ids_alloc(t, repo, 2, &first));
+    put_chunk_full(t, first, "new.c", 1);
+    ASSERT_OK(store_chunk_stage(t, repo, first, 2));
+    ASSERT_OK(store_repo_remove(t, repo));
+    ASSERT_EQ(store_chunk_staged(t, repo, &got_first, &got_n), -ENOENT);
+    ASSERT_OK(store_write_commit(t));
+    store_free(s);
+    rm_rf(dir);
+    free(dir);
+}
+
 TEST(reopen_keeps_data)
 {
     char *dir = tmpdir_new();

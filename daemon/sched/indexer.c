@@ -164,12 +164,12 @@ struct pending {
     uint64_t size;
     char *content; /* the bytes chunked (chunk byte ranges point into it) */
     struct chunk_list chunks;
-    float *vecs;      /* the vectors of chunks [written, embedded), in order */
-    size_t cap_vecs;  /* in vectors */
-    size_t embedded;  /* chunks [0, embedded) have vectors */
-    size_t written;   /* chunks [0, written) are in the store (only ever the queue's head) */
-    uint64_t first;   /* its chunk ids, allocated at its first write */
-    bool staged;      /* the store records [first, +chunks.n) as staged (store-chunk.h) */
+    float *vecs;     /* the vectors of chunks [written, embedded), in order */
+    size_t cap_vecs; /* in vectors */
+    size_t embedded; /* chunks [0, embedded) have vectors */
+    size_t written;  /* chunks [0, written) are in the store (only ever the queue's head) */
+    uint64_t first;  /* its chunk ids, allocated at its first write */
+    bool staged;     /* the store records [first, +chunks.n) as staged (store-chunk.h) */
 };
 
 struct run {
@@ -382,8 +382,7 @@ static int discard_head(struct run *run)
     if (r >= 0)
         r = store_chunk_unstage(run->wtx, run->job->repo_id, true);
     if (r < 0) {
-        set_message(run, "dropping the part written %s failed: %s", f->path,
-                    store_last_error());
+        set_message(run, "dropping the part written %s failed: %s", f->path, store_last_error());
         return r;
     }
     f->staged = false;

@@ -121,7 +121,8 @@ int store_chunk_stage(struct store_txn *t, uint32_t repo, uint64_t first, uint32
         return r;
     if (n == 0 || chunk_id_check(first) < 0 || STORE_CHUNK_REPO(first) != repo ||
         STORE_CHUNK_REPO(first + n - 1) != repo)
-        return store_error(-EINVAL, "chunk range %#" PRIx64 "+%" PRIu32 " is not in repository %" PRIu32,
+        return store_error(-EINVAL,
+                           "chunk range %#" PRIx64 "+%" PRIu32 " is not in repository %" PRIu32,
                            first, n, repo);
     r = store_chunk_staged(t, repo, &cur_first, &cur_n);
     if (r == 0) {

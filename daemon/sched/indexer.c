@@ -331,9 +331,9 @@ static int ensure_wtx(struct run *run)
 /*
  * Give back the memory of big write transactions: LMDB keeps the dirty pages of the largest
  * one (store_release_memory()), and glibc keeps the freed pages inside the worker's arena
- * until trimmed.  Costs a reopen of the environment, so only after a transaction well past the
- * write budget (a big file, such as an 850 KB header of thousands of chunks, is one) or when the
- * governor asks for memory back.
+ * until trimmed.  Costs a reopen of the environment, so only when the governor asks for memory
+ * back, or after a transaction well past the write budget (the budget is checked between
+ * chunks, so only a chunk of thousands of distinct terms can make one).
  */
 static int release_memory(struct run *run)
 {

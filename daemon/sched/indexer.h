@@ -13,34 +13,40 @@
  * Phase 2 re-reads each changed file, chunks it, and queues its chunks.  Batches are cut from
  * the queue at the memory governor's size and token budget and embedded; a batch that fails
  * with -ENOMEM is re-run in smaller pieces (governor_batch_oom()), so no chunk is ever dropped.
- * When every chunk of a file has its vector, the file is written into the open write
- * transaction: its chunk rows, vectors, lexical postings and finally its file row, which
- * replaces (and deletes) the chunks of the file's previous version.
+ * Chunks are written in queue order as their vectors arrive: the chunk rows, vectors and
+ * lexical postings of the file at the head of the queue go into the open write transaction,
+ * and when the last one is in, the file row, which replaces (and deletes) the chunks of the
+ * file's previous version.  Only the head file is ever part written.
  *
  * Checkpoints.  The write transaction is committed, together with the job row (progress and
  * cursor), every `checkpoint_every` batches, when the governor asks (rise to HIGH/CRITICAL),
- * and at the end.  Because a file's rows and its file row commit together, kill -9 at any
+ * when it reaches its write budget (below), and at the end.  A commit that falls inside a file
+ * also stages the file (store_chunk_stage(), store-chunk.h): its chunks stay out of searches,
+ * which keep seeing its previous version, until its file row goes in.  So kill -9 at any
  * instant leaves the store at the last checkpoint: files written before it are complete and
- * carry their new hash, files after it are untouched.  Resuming is simply running the job
- * again: phase 1 finds the checkpointed files unchanged and skips them.  Nothing is lost,
- * nothing duplicated, and no vector exists without its chunk row.
+ * carry their new hash, files after it are untouched, and at most one file is staged.
+ * Resuming is running the job again: it drops the staged chunks (their ids go back to the
+ * allocator, so the resumed job numbers chunks as an uninterrupted one would), and phase 1
+ * finds the checkpointed files unchanged and skips them.  Nothing is lost, nothing
+ * duplicated, and no vector exists without its chunk row.  A cancelled or failed job drops
+ * its part written file in its last commit.
  *
- * Memory is bounded by the batch size, one file's content and chunks, the file list, the
- * governor's token budget and the size of a write transaction; never by the repository's
+ * Memory is bounded by the batch size, the head file's content and chunk list (the scanner's
+ * file size limit), the vectors embedded but not yet written (a batch's worth), the file list,
+ * the governor's token budget and the size of a write transaction; never by the repository's
  * bytes.  The last needs its own bound: LMDB copies each page a write touches into a malloc'd
  * dirty page until commit, and keeps those pages for later transactions, so the largest
- * transaction of the job sets the daemon's footprint for good.  Writing a file's lexical
+ * transaction of the job sets the daemon's footprint for good.  Writing a chunk's lexical
  * postings touches one B-tree leaf per distinct term, scattered over a postings table that
  * grows with the repository, so a checkpoint of a fixed number of batches dirtied more pages
  * the bigger the index already was: 20 MiB more anonymous memory at the end of a 100k-line
  * job than at its start (bench/memory, 2026-11-25).  So the transaction is also committed
- * after every file that takes it past INDEXER_TXN_MAX_OPS store writes (store_write_ops());
- * a single file's writes are never split, since its rows must commit together.  A big file
- * therefore still makes one big transaction (a 850 KB header: ~25 MiB for a moment), whose
- * kept pages are given back right after its commit (store_release_memory(), malloc_trim), so
- * it costs a peak bounded by the scanner's file size limit, not a lasting footprint.  Splitting
- * such a file over several commits would need the job row to record the partial file, so that
- * a resumed job can remove or finish it.
+ * whenever it has done INDEXER_TXN_MAX_OPS store writes (store_write_ops()), between two
+ * chunks of one file if need be.  Before files were split that way, an 850 KB header made one
+ * transaction of its own (~25 MiB at its commit: 107.5 MiB peak for that file alone against
+ * a steady 99, 2026-12-07); now no transaction is bigger than the budget.
+ * store_release_memory() still gives LMDB's kept pages back when the governor asks for memory
+ * (CRITICAL).
  *
  * Threading: indexer_run() runs on one worker thread, which is then the store's only writer.
  * The governor is shared with the loop thread under env->gov_lock.
@@ -139,13 +145,11 @@ struct indexer_result {
 #define INDEXER_MAX_REPORTED_ERRORS 100
 
 /* Store writes (store_write_ops()) after which the open transaction is committed, whatever
- * the batch count: see "Memory" above.  A write dirties one or two pages the transaction did
- * not already hold (a leaf, and a duplicate subtree's leaf for postings), so this bounds its
- * dirty pages (4-8 MiB), which are held twice at its commit: LMDB's malloc'd copies and the
- * page cache being written: at most 5 MiB of dirty page cache was seen at a commit of a
- * 100k-line job (memory.stat sampled every 20 ms).  A file bigger than the budget still
- * commits in one transaction, and its commit can hold 15-30 MiB more for a moment
- * (bench/README.md). */
+ * the batch count, inside a file too: see "Memory" above.  A write dirties one or two pages
+ * the transaction did not already hold (a leaf, and a duplicate subtree's leaf for postings),
+ * so this bounds its dirty pages (4-8 MiB), which are held twice at its commit: LMDB's
+ * malloc'd copies and the page cache being written: at most 5 MiB of dirty page cache was
+ * seen at a commit of a 100k-line job (memory.stat sampled every 20 ms). */
 #ifndef INDEXER_TXN_MAX_OPS /* overridable to measure without the bound (bench/README.md) */
 #define INDEXER_TXN_MAX_OPS 1024
 #endif

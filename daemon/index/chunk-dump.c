@@ -259,9 +259,12 @@ int main(int argc, char **argv)
 #endif
         else if (strcmp(argv[i], "-l") == 0 && i + 1 < argc)
             opt.language = argv[++i];
+        else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc)
+            opt.segment_bytes = strtoul(argv[++i], NULL, 10);
         else {
             fprintf(stderr, "usage: chunk-dump [--json|--stats] [--all] [-t MAX_TOKENS] "
-                            "[-m MIN_TOKENS] [-w | -M MODEL_DIR] [-l LANGUAGE] FILE|DIR...\n");
+                            "[-m MIN_TOKENS] [-w | -M MODEL_DIR] [-l LANGUAGE] [-s SEGMENT_BYTES] "
+                            "FILE|DIR...\n");
             return 2;
         }
     }

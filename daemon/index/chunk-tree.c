@@ -800,54 +800,129 @@ static bool parse_progress(TSParseState *st)
     return now_us() > *deadline; /* true cancels the parse */
 }
 
+/* Whether a segment may start at line i: a line starting a statement at column 0 right after
+ * a blank line, the usual seam between two top-level definitions in every language we parse. */
+static bool segment_seam(const struct file *f, uint32_t i)
+{
+    const char *s = f->src + f->start[i];
+    size_t n = f->start[i + 1] - f->start[i];
+
+    if (i == 0 || !(f->flags[i - 1] & LINE_BLANK) || (f->flags[i] & LINE_BLANK) || n == 0)
+        return false;
+    if (strchr(" \t\r\f\v})]", s[0]))
+        return false;
+    /* Not the middle of a C preprocessor conditional. */
+    return !(n >= 3 && (memcmp(s, "#el", 3) == 0 || (n >= 6 && memcmp(s, "#endif", 6) == 0)));
+}
+
+/* The line after the segment that starts at line `a`: about `target` bytes on, at a seam when
+ * one is found between half and all of the target, else at the first seam after it, else the
+ * end of the file. */
+static uint32_t segment_end(const struct file *f, uint32_t a, size_t target)
+{
+    uint32_t lo = a + 1, hi;
+
+    while (lo < f->n_lines && f->start[lo] - f->start[a] < target / 2)
+        lo++;
+    hi = lo;
+    while (hi < f->n_lines && f->start[hi] - f->start[a] < target)
+        hi++;
+    for (uint32_t i = hi; i >= lo && i > a; i--)
+        if (i < f->n_lines && segment_seam(f, i))
+            return i;
+    for (uint32_t i = hi + 1; i < f->n_lines; i++)
+        if (segment_seam(f, i))
+            return i;
+    return f->n_lines;
+}
+
+/* Parse lines [a, b) of the file alone (the whole file when a == 0 and b == n_lines); the
+ * tree's positions are the file's.  NULL: the parse was cancelled (timeout). */
+static TSTree *parse_lines(struct chunker *c, struct file *f, uint32_t a, uint32_t b,
+                           uint64_t *deadline)
+{
+    struct parse_input in = {f->src, (uint32_t)f->len};
+    TSInput input = {&in, parse_read, TSInputEncodingUTF8, NULL};
+    TSParseOptions popt = {deadline, parse_progress};
+    bool whole = a == 0 && b >= f->n_lines;
+    TSTree *tree;
+
+    ts_parser_reset(c->parser);
+    if (!whole) {
+        TSRange range = {
+            .start_point = {a, 0},
+            .end_point = {b, 0},
+            .start_byte = f->start[a],
+            .end_byte = f->start[b],
+        };
+        if (!ts_parser_set_included_ranges(c->parser, &range, 1))
+            return NULL;
+    }
+    tree = ts_parser_parse_with_options(c->parser, NULL, input, popt);
+    if (!whole)
+        ts_parser_set_included_ranges(c->parser, NULL, 0);
+    if (!tree)
+        ts_parser_reset(c->parser);
+    return tree;
+}
+
 /*
  * Chunk along the syntax tree.  Returns 0, -ENOTSUP when the file should be windowed instead
  * (no usable grammar, parse cancelled), or another negative errno.
+ *
+ * A syntax tree costs about 20 bytes of memory per byte of source (an 850 KB header: 17 MB,
+ * bench/README.md), more than anything else the indexer holds for a file.  So content over
+ * twice opt->segment_bytes is parsed a segment at a time, each segment about that size and cut
+ * at a seam between top-level definitions (segment_seam()); tree-sitter's included ranges keep
+ * each tree's positions those of the whole file, and each tree is walked and freed before the
+ * next segment is parsed.  The walk simply goes on from one segment's root to the next, so a
+ * file whose seams all fall between definitions chunks exactly as if parsed whole; a seam
+ * inside a construct (a Python string, a C `extern "C" {`) only costs that construct's shape,
+ * since the parser recovers and every line is still chunked.
  */
 int chunk_tree(struct chunker *c, struct file *f, struct pieces *ps)
 {
     struct strpool *sp = f->sp;
     int idx = chunk_grammar_index(f->language), r;
     struct grammar *g;
-    struct parse_input in = {f->src, (uint32_t)f->len};
     uint64_t deadline = now_us() + f->opt->parse_timeout_us;
-    TSInput input = {&in, parse_read, TSInputEncodingUTF8, NULL};
-    TSParseOptions popt = {&deadline, parse_progress};
-    TSTree *tree;
+    size_t seg = f->opt->segment_bytes;
     uint32_t root_scope;
+    struct walk w = {
+        .f = f,
+        .ps = ps,
+        .sp = sp,
+        .attach_a = -1,
+        .force_start = -1,
+    };
 
     if (idx < 0 || f->len > f->opt->max_parse_bytes)
         return -ENOTSUP;
     r = grammar_load(c, idx, &g);
     if (r < 0)
         return r;
-    ts_parser_reset(c->parser);
-    tree = ts_parser_parse_with_options(c->parser, NULL, input, popt);
-    if (!tree) {
-        ts_parser_reset(c->parser);
-        return -ENOTSUP;
-    }
+    w.g = g;
     r = chunk_pool_add(sp, "", 0, &root_scope);
-    if (r >= 0) {
-        struct walk w = {
-            .f = f,
-            .g = g,
-            .ps = ps,
-            .sp = sp,
-            .attach_a = -1,
-            .force_start = -1,
-        };
+    if (r < 0)
+        return r;
+    for (uint32_t a = 0; a < f->n_lines && w.r >= 0;) {
+        uint32_t b = seg > 0 && f->len > 2 * seg ? segment_end(f, a, seg) : f->n_lines;
+        TSTree *tree = parse_lines(c, f, a, b, &deadline);
+
+        if (!tree)
+            return -ENOTSUP;
         add_cut_costs(&w, ts_tree_root_node(tree), 0);
         walk_children(&w, ts_tree_root_node(tree), root_scope, 0);
-        r = w.r;
-        /* Lines after the last node: only whitespace, by construction, but keep the promise
-         * that no non-blank line is lost even if a grammar leaves text outside every node. */
-        if (r >= 0 && w.next_line < f->n_lines)
-            add_region(&w, w.next_line, f->n_lines - 1, REGION_GLUE, root_scope, 0);
-        if (r >= 0)
-            r = w.r;
+        ts_tree_delete(tree);
+        a = b;
     }
-    ts_tree_delete(tree);
+    r = w.r;
+    /* Lines after the last node: only whitespace, by construction, but keep the promise that
+     * no non-blank line is lost even if a grammar leaves text outside every node. */
+    if (r >= 0 && w.next_line < f->n_lines)
+        add_region(&w, w.next_line, f->n_lines - 1, REGION_GLUE, root_scope, 0);
+    if (r >= 0)
+        r = w.r;
     return r;
 }
 

@@ -247,6 +247,7 @@ void chunk_options_init(struct chunk_options *opt)
         .window_overlap = 5,
         .max_file_bytes = 16u << 20,
         .max_parse_bytes = 4u << 20,
+        .segment_bytes = 128u << 10,
         .parse_timeout_us = 2000000,
         .max_chunks = 65536,
     };

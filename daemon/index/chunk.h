@@ -69,6 +69,8 @@ struct chunk_options {
     uint32_t window_overlap;   /* line-window fallback: lines shared by neighbours (5) */
     size_t max_file_bytes;     /* larger content is refused with -EFBIG (16 MiB) */
     size_t max_parse_bytes;    /* larger content is not parsed, only windowed (4 MiB) */
+    size_t segment_bytes;      /* content over twice this is parsed in segments of about this
+                                * size, to bound the syntax tree's memory (128 KiB; 0: never) */
     uint64_t parse_timeout_us; /* a parse taking longer falls back to windows (2 s) */
     size_t max_chunks;         /* more chunks than this for one file: -EFBIG (65536) */
     chunk_count_tokens_fn count_tokens; /* NULL: a cheap WordPiece-like estimate */

@@ -690,6 +690,117 @@ TEST(big_function_split_on_statements)
     free(b.s);
 }
 
+static void expect_same_chunks(const struct chunk_list *a, const struct chunk_list *b)
+{
+    ASSERT_EQ(a->n, b->n);
+    for (size_t i = 0; i < a->n; i++) {
+        const struct chunk *x = &a->items[i], *y = &b->items[i];
+
+        ASSERT_EQ(x->start_line, y->start_line);
+        ASSERT_EQ(x->end_line, y->end_line);
+        ASSERT_EQ(x->start_byte, y->start_byte);
+        ASSERT_EQ(x->end_byte, y->end_byte);
+        ASSERT_EQ(x->title, y->title);
+        ASSERT_STREQ(x->symbol, y->symbol);
+        ASSERT_EQ(x->text_len, y->text_len);
+        ASSERT_TRUE(memcmp(x->text, y->text, x->text_len) == 0);
+    }
+}
+
+/* Chunk src whole (segment_bytes 0) and in segments of `seg` bytes; both must keep every
+ * invariant; returns how many chunks each gave through *ret_whole / *ret_seg and, when `same`,
+ * asserts that both lists are equal. */
+static void chunk_both_ways(const char *path, const char *src, size_t len, size_t seg, bool same)
+{
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list whole, segd;
+    size_t calls = 0;
+
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    opt.count_tokens = count3;
+    opt.count_ctx = &calls;
+    chunk_list_init(&whole);
+    chunk_list_init(&segd);
+    opt.segment_bytes = 0;
+    ASSERT_GT(chunk_file(c, path, src, len, &opt, &whole), 0);
+    check_invariants(path, src, len, &opt, &whole, false);
+    opt.segment_bytes = seg;
+    ASSERT_GT(chunk_file(c, path, src, len, &opt, &segd), 0);
+    check_invariants(path, src, len, &opt, &segd, false);
+    if (same)
+        expect_same_chunks(&whole, &segd);
+    chunk_list_release(&whole);
+    chunk_list_release(&segd);
+    chunker_free(c);
+}
+
+/* A big file is parsed in segments cut between top-level definitions (chunk-tree.c), so its
+ * syntax tree never holds the whole file; where every seam falls between definitions the
+ * chunks are exactly those of a whole parse. */
+TEST(segmented_parse_equals_whole)
+{
+    struct sbuf py = {0}, cc = {0};
+
+    need_grammars();
+    sb_printf(&py, "import os\n\nLIMIT = 10\n\n");
+    for (int i = 0; i < 120; i++) {
+        if (i % 7 == 0) {
+            sb_printf(&py,
+                      "\nclass Box%d:\n    \"\"\"A box.\n\n    with a blank line in its "
+                      "docstring\n    \"\"\"\n\n",
+                      i);
+            sb_printf(
+                &py,
+                "    def size_%d(self, n):\n        total = n * %d\n\n        return total + 1\n\n",
+                i, i);
+            sb_printf(&py, "    def grow(self):\n        return self.size_%d(2)\n", i);
+        } else {
+            sb_printf(&py,
+                      "\n@decorator\ndef function_%d(a, b):\n    if a > b:\n        return a - "
+                      "%d\n\n    return b\n",
+                      i, i);
+        }
+    }
+    ASSERT_GT(py.n, 8192);
+    chunk_both_ways("mod.py", py.s, py.n, 2048, true);
+
+    for (int i = 0; i < 150; i++)
+        sb_printf(&cc,
+                  "/* helper %d */\nstatic int helper_%d(int x)\n{\n    int y = x * %d;\n\n    "
+                  "return y + %d;\n}\n\n",
+                  i, i, i, i);
+    ASSERT_GT(cc.n, 8192);
+    chunk_both_ways("lib.c", cc.s, cc.n, 2048, true);
+    free(py.s);
+    free(cc.s);
+}
+
+/* A seam inside a construct (C's extern "C" {, which wraps whole headers) changes how that
+ * construct is cut, but every line is still chunked and every invariant holds. */
+TEST(segmented_parse_inside_a_construct)
+{
+    struct sbuf b = {0};
+
+    need_grammars();
+    sb_printf(&b, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
+    for (int i = 0; i < 300; i++)
+        sb_printf(&b,
+                  "#ifndef GL_EXT_%d\n#define GL_EXT_%d 1\ntypedef void (*PFN%dPROC)(int a, int "
+                  "b);\n#endif\n\n",
+                  i, i, i);
+    sb_printf(&b, "#ifdef __cplusplus\n}\n#endif\n");
+    chunk_both_ways("gl.h", b.s, b.n, 2048, false);
+    /* A Python string with blank lines and text at column 0. */
+    b.n = 0;
+    for (int i = 0; i < 100; i++)
+        sb_printf(&b, "def f%d():\n    return '''\nline one\n\nline %d at column 0\n\nend'''\n\n",
+                  i, i);
+    chunk_both_ways("strings.py", b.s, b.n, 2048, false);
+    free(b.s);
+}
+
 TEST(split_is_balanced)
 {
     struct chunker *c;

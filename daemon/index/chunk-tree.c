@@ -816,8 +816,9 @@ static bool segment_seam(const struct file *f, uint32_t i)
 }
 
 /* The line after the segment that starts at line `a`: about `target` bytes on, at a seam when
- * one is found between half and all of the target, else at the first seam after it, else the
- * end of the file. */
+ * one is found between half and all of the target, else at the first seam before twice the
+ * target, else (one huge literal, a giant class) at the target anyway: the parser recovers on
+ * both sides, and the tree's memory stays bounded. */
 static uint32_t segment_end(const struct file *f, uint32_t a, size_t target)
 {
     uint32_t lo = a + 1, hi;
@@ -830,10 +831,10 @@ static uint32_t segment_end(const struct file *f, uint32_t a, size_t target)
     for (uint32_t i = hi; i >= lo && i > a; i--)
         if (i < f->n_lines && segment_seam(f, i))
             return i;
-    for (uint32_t i = hi + 1; i < f->n_lines; i++)
+    for (uint32_t i = hi + 1; i < f->n_lines && f->start[i] - f->start[a] < 2 * target; i++)
         if (segment_seam(f, i))
             return i;
-    return f->n_lines;
+    return hi;
 }
 
 /* Parse lines [a, b) of the file alone (the whole file when a == 0 and b == n_lines); the
@@ -873,10 +874,10 @@ static TSTree *parse_lines(struct chunker *c, struct file *f, uint32_t a, uint32
  * A syntax tree costs about 20 bytes of memory per byte of source (an 850 KB header: 17 MB,
  * bench/README.md), more than anything else the indexer holds for a file.  So content over
  * twice opt->segment_bytes is parsed a segment at a time, each segment about that size and cut
- * at a seam between top-level definitions (segment_seam()); tree-sitter's included ranges keep
- * each tree's positions those of the whole file, and each tree is walked and freed before the
- * next segment is parsed.  The walk simply goes on from one segment's root to the next, so a
- * file whose seams all fall between definitions chunks exactly as if parsed whole; a seam
+ * at a seam between top-level definitions (segment_seam(), segment_end()); tree-sitter's included
+ * ranges keep each tree's positions those of the whole file, and each tree is walked and freed
+ * before the next segment is parsed.  The walk simply goes on from one segment's root to the next,
+ * so a file whose seams all fall between definitions chunks exactly as if parsed whole; a seam
  * inside a construct (a Python string, a C `extern "C" {`) only costs that construct's shape,
  * since the parser recovers and every line is still chunked.
  */

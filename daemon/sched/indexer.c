@@ -23,6 +23,8 @@
 
 #define META_MODEL_KEY "index.model"
 #define FIXED_BATCH 64
+/* Files bigger than this give their chunking's memory back to the kernel (enqueue_next_file). */
+#define INDEXER_TRIM_AFTER_BYTES (256u << 10)
 #define PAUSE_POLL_NS 100000000L /* 100 ms */
 /* How long a CRITICAL pause may last before the job goes on in small batches (see
  * wait_while_paused). */
@@ -801,6 +803,11 @@ static int enqueue_next_file(struct run *run)
         chunk_list_init(&f.chunks);
     }
     run->p->chunk_s += now_s() - t;
+    /* A big file's syntax tree (several MB even when parsed in segments, chunk-tree.c) is
+     * freed by now, but glibc keeps the pages in the worker's arena: give them back, so one
+     * big file does not raise the daemon's footprint for the rest of the job. */
+    if (len > INDEXER_TRIM_AFTER_BYTES)
+        pressure_malloc_trim();
     f.path = strdup(td->path);
     if (!f.path) {
         r = -ENOMEM;

@@ -798,6 +798,13 @@ TEST(segmented_parse_inside_a_construct)
         sb_printf(&b, "def f%d():\n    return '''\nline one\n\nline %d at column 0\n\nend'''\n\n",
                   i, i);
     chunk_both_ways("strings.py", b.s, b.n, 2048, false);
+    /* No seam at all (one huge literal): cut at the segment size anyway. */
+    b.n = 0;
+    sb_printf(&b, "TOPICS = {\n");
+    for (int i = 0; i < 400; i++)
+        sb_printf(&b, "    'topic%d': 'text of topic %d, long enough to count',\n", i, i);
+    sb_printf(&b, "}\n");
+    chunk_both_ways("topics.py", b.s, b.n, 2048, false);
     free(b.s);
 }
 

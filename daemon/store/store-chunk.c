@@ -23,10 +23,9 @@ static int chunk_id_check(uint64_t id)
 
 int store_chunk_ids_alloc(struct store_txn *t, uint32_t repo, uint32_t n, uint64_t *ret_first)
 {
-    uint8_t key[4];
+    uint8_t key[4], row[REPO_ROW_MAX];
     uint64_t seq;
-    size_t mark;
-    MDB_val v;
+    size_t mark, len;
     int r;
 
     if (n == 0)
@@ -34,26 +33,15 @@ int store_chunk_ids_alloc(struct store_txn *t, uint32_t repo, uint32_t n, uint64
     r = txn_op_begin(t, &mark);
     if (r < 0)
         return r;
-    be32_put(key, repo);
-    r = txn_get(t, TABLE_REPOS, key, sizeof(key), &v);
-    if (r == -ENOENT)
-        return store_error(-ENOENT, "no repository with id %" PRIu32, repo);
+    r = repo_row_copy(t, repo, row, &len);
     if (r < 0)
         return r;
-    if (v.mv_size < REPO_PATH + 2)
-        return store_error(-EBADMSG, "repos row %" PRIu32 " is malformed", repo);
-    seq = u64_get((const uint8_t *)v.mv_data + REPO_NEXT_SEQ);
+    seq = u64_get(row + REPO_NEXT_SEQ);
     if (seq == 0 || seq + n - 1 > SEQ_MASK)
         return store_error(-EOVERFLOW, "repository %" PRIu32 " has no chunk ids left", repo);
-    {
-        /* Copy the row: the put below may remap the map under v. */
-        uint8_t row[REPO_PATH + STORE_MAX_REPO_PATH + 1];
-        size_t len = MIN(v.mv_size, sizeof(row));
-
-        memcpy(row, v.mv_data, len);
-        u64_put(row + REPO_NEXT_SEQ, seq + n);
-        r = txn_op_end(t, mark, txn_put(t, TABLE_REPOS, key, sizeof(key), row, len, 0));
-    }
+    u64_put(row + REPO_NEXT_SEQ, seq + n);
+    be32_put(key, repo);
+    r = txn_op_end(t, mark, txn_put(t, TABLE_REPOS, key, sizeof(key), row, len, 0));
     if (r < 0)
         return r;
     *ret_first = (uint64_t)repo << STORE_CHUNK_SEQ_BITS | seq;
@@ -142,22 +130,17 @@ int store_chunk_stage(struct store_txn *t, uint32_t repo, uint64_t first, uint32
 static int ids_give_back(struct store_txn *t, uint64_t first, uint32_t n)
 {
     uint32_t repo = STORE_CHUNK_REPO(first);
-    uint8_t key[4], row[REPO_PATH + STORE_MAX_REPO_PATH + 1];
+    uint8_t key[4], row[REPO_ROW_MAX];
     size_t len;
-    MDB_val v;
     int r;
 
-    be32_put(key, repo);
-    r = txn_get(t, TABLE_REPOS, key, sizeof(key), &v);
+    r = repo_row_copy(t, repo, row, &len);
     if (r < 0)
         return r;
-    if (v.mv_size < REPO_PATH + 2)
-        return store_error(-EBADMSG, "repos row %" PRIu32 " is malformed", repo);
-    if (u64_get((const uint8_t *)v.mv_data + REPO_NEXT_SEQ) != (first & SEQ_MASK) + n)
+    if (u64_get(row + REPO_NEXT_SEQ) != (first & SEQ_MASK) + n)
         return 0;
-    len = MIN(v.mv_size, sizeof(row));
-    memcpy(row, v.mv_data, len);
     u64_put(row + REPO_NEXT_SEQ, first & SEQ_MASK);
+    be32_put(key, repo);
     return txn_put(t, TABLE_REPOS, key, sizeof(key), row, len, 0);
 }
 

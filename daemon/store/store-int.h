@@ -176,6 +176,10 @@ struct repo_delta {
 };
 /* Apply `d` to the row of `repo` (-ENOENT if it is gone). */
 int repo_apply_delta(struct store_txn *t, uint32_t repo, const struct repo_delta *d);
+#define REPO_ROW_MAX (REPO_PATH + STORE_MAX_REPO_PATH + 1)
+/* Copy the repos row of `id` into row[] (REPO_ROW_MAX bytes); the length goes to *ret_len.
+ * -ENOENT (no such repository) or -EBADMSG (malformed).  The copy survives later writes. */
+int repo_row_copy(struct store_txn *t, uint32_t id, uint8_t *row, size_t *ret_len);
 /* 0 if the repository exists, else -ENOENT. */
 int repo_exists(struct store_txn *t, uint32_t repo);
 

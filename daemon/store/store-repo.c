@@ -9,7 +9,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-#define REPO_ROW_MAX (REPO_PATH + STORE_MAX_REPO_PATH + 1)
 #define FILE_KEY_MAX (4 + STORE_MAX_FILE_PATH)
 
 static int repo_path_check(const char *path, size_t *ret_len)
@@ -61,8 +60,7 @@ static int repo_decode(uint32_t id, const MDB_val *v, struct store_repo *ret)
     return 0;
 }
 
-/* Copy the row of `id` into row[] (REPO_ROW_MAX bytes); the length goes to *ret_len. */
-static int repo_row_copy(struct store_txn *t, uint32_t id, uint8_t *row, size_t *ret_len)
+int repo_row_copy(struct store_txn *t, uint32_t id, uint8_t *row, size_t *ret_len)
 {
     uint8_t key[4];
     MDB_val v;

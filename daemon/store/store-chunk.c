@@ -54,7 +54,7 @@ int store_chunk_ids_alloc(struct store_txn *t, uint32_t repo, uint32_t n, uint64
 #define STAGED_N 8
 #define STAGED_SIZE 12
 
-static size_t staged_key(char key[STORE_MAX_KEY + 1], uint32_t repo)
+size_t staged_key(char key[STORE_MAX_KEY + 1], uint32_t repo)
 {
     return (size_t)snprintf(key, STORE_MAX_KEY + 1, STORE_META_STAGED_PREFIX "%" PRIu32, repo);
 }

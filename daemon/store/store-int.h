@@ -180,6 +180,8 @@ int repo_apply_delta(struct store_txn *t, uint32_t repo, const struct repo_delta
 /* Copy the repos row of `id` into row[] (REPO_ROW_MAX bytes); the length goes to *ret_len.
  * -ENOENT (no such repository) or -EBADMSG (malformed).  The copy survives later writes. */
 int repo_row_copy(struct store_txn *t, uint32_t id, uint8_t *row, size_t *ret_len);
+/* The meta key of repository `repo`'s staged range (store_chunk_stage()); returns its length. */
+size_t staged_key(char key[STORE_MAX_KEY + 1], uint32_t repo);
 /* 0 if the repository exists, else -ENOENT. */
 int repo_exists(struct store_txn *t, uint32_t repo);
 

@@ -7,7 +7,6 @@
 #include "macro.h"
 
 #include <inttypes.h>
-#include <stdio.h>
 
 #define FILE_KEY_MAX (4 + STORE_MAX_FILE_PATH)
 
@@ -307,9 +306,9 @@ static int repo_remove(struct store_txn *t, uint32_t id)
         return r;
     {
         char key[STORE_MAX_KEY + 1];
-        int n = snprintf(key, sizeof(key), STORE_META_STAGED_PREFIX "%" PRIu32, id);
+        size_t klen = staged_key(key, id);
 
-        r = txn_del(t, TABLE_META, key, (size_t)n, NULL, 0);
+        r = txn_del(t, TABLE_META, key, klen, NULL, 0);
         if (r < 0 && r != -ENOENT)
             return r;
     }

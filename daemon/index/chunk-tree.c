@@ -3,6 +3,7 @@
  * the walk that cuts a file into unit and glue regions (see chunk.c for the design).  Built
  * without tree-sitter, it only reports that no grammar exists, and every file is windowed.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -687,7 +688,12 @@ static void glue_add(struct walk *w, TSNode n)
     w->force_start = -1;
 }
 
-static void walk_children(struct walk *w, TSNode parent, uint32_t scope, int depth);
+static void walk_nodes(struct walk *w, TSNode parent, uint32_t scope, int depth, bool flush);
+
+static void walk_children(struct walk *w, TSNode parent, uint32_t scope, int depth)
+{
+    walk_nodes(w, parent, scope, depth, true);
+}
 
 static void walk_unit(struct walk *w, TSNode outer, TSNode inner, uint32_t scope)
 {
@@ -735,7 +741,9 @@ static void walk_container(struct walk *w, TSNode outer, TSNode inner, uint32_t 
     w->force_start = -1;
 }
 
-static void walk_children(struct walk *w, TSNode parent, uint32_t scope, int depth)
+/* Walk parent's children; `flush` ends the glue they leave pending (false between two
+ * segments of one file, so glue packs across the seam as in a whole parse). */
+static void walk_nodes(struct walk *w, TSNode parent, uint32_t scope, int depth, bool flush)
 {
     TSTreeCursor cur = ts_tree_cursor_new(parent);
 
@@ -764,7 +772,8 @@ static void walk_children(struct walk *w, TSNode parent, uint32_t scope, int dep
         } while (ts_tree_cursor_goto_next_sibling(&cur));
     }
     ts_tree_cursor_delete(&cur);
-    flush_glue(w, UINT32_MAX, false, scope);
+    if (flush)
+        flush_glue(w, UINT32_MAX, false, scope);
 }
 
 struct parse_input {
@@ -800,41 +809,151 @@ static bool parse_progress(TSParseState *st)
     return now_us() > *deadline; /* true cancels the parse */
 }
 
+/* A line that is only a label: an identifier, a colon, nothing after it but blanks. */
+static bool c_label(const char *s, size_t n)
+{
+    size_t k = 0;
+
+    while (k < n && (isalnum((unsigned char)s[k]) || s[k] == '_'))
+        k++;
+    if (k == 0 || k >= n || s[k] != ':' || (k + 1 < n && s[k + 1] == ':'))
+        return false;
+    for (k++; k < n; k++)
+        if (!strchr(" \t\r\n", s[k]))
+            return false;
+    return true;
+}
+
+/*
+ * Flag the lines that begin inside a string or a comment (LINE_QUOTED), which can never be
+ * seams: a Python docstring or a C block comment often holds a blank line followed by text at
+ * column 0.  A lexer's sketch, not a parser: Python's four quote kinds with backslash escapes
+ * and # comments; for the C family // and block comments, double- and single-quoted
+ * literals (which end at the line's end when unclosed, so a Rust lifetime costs nothing) and
+ * JavaScript's and Go's backquoted strings.  Good enough to choose seams; the parser decides
+ * everything else.
+ */
+static void mark_quoted_lines(struct file *f)
+{
+    bool python = strcmp(f->language, "python") == 0;
+    bool backquote = strcmp(f->language, "javascript") == 0 ||
+                     strcmp(f->language, "typescript") == 0 || strcmp(f->language, "tsx") == 0 ||
+                     strcmp(f->language, "go") == 0;
+    enum { CODE, LINE_COMMENT, BLOCK_COMMENT, STRING } state = CODE;
+    char quote = 0;
+    bool triple = false;
+    uint32_t line = 0;
+
+    for (size_t k = 0; k < f->len; k++) {
+        char ch = f->src[k];
+
+        if (ch == '\n') {
+            if (state == LINE_COMMENT ||
+                (state == STRING && !triple && quote != '`' && f->src[k - 1] != '\\'))
+                state = CODE; /* an unclosed one-line literal: the line ends it */
+            line++;
+            if (line < f->n_lines && state != CODE)
+                f->flags[line] |= LINE_QUOTED;
+            continue;
+        }
+        switch (state) {
+        case CODE:
+            if (python && ch == '#') {
+                state = LINE_COMMENT;
+            } else if (!python && ch == '/' && k + 1 < f->len && f->src[k + 1] == '/') {
+                state = LINE_COMMENT;
+            } else if (!python && ch == '/' && k + 1 < f->len && f->src[k + 1] == '*') {
+                state = BLOCK_COMMENT;
+                k++;
+            } else if (ch == '"' || ch == '\'' || (backquote && ch == '`')) {
+                state = STRING;
+                quote = ch;
+                triple = python && k + 2 < f->len && f->src[k + 1] == ch && f->src[k + 2] == ch;
+                k += triple ? 2 : 0;
+            }
+            break;
+        case LINE_COMMENT:
+            break;
+        case BLOCK_COMMENT:
+            if (ch == '*' && k + 1 < f->len && f->src[k + 1] == '/') {
+                state = CODE;
+                k++;
+            }
+            break;
+        case STRING:
+            if (ch == '\\' && k + 1 < f->len && f->src[k + 1] != '\n') {
+                k++; /* an escaped character; an escaped newline is seen above */
+            } else if (ch == quote && !triple) {
+                state = CODE;
+            } else if (ch == quote && k + 2 < f->len && f->src[k + 1] == quote &&
+                       f->src[k + 2] == quote) {
+                state = CODE;
+                k += 2;
+            }
+            break;
+        }
+    }
+}
+
 /* Whether a segment may start at line i: a line starting a statement at column 0 right after
  * a blank line, the usual seam between two top-level definitions in every language we parse. */
 static bool segment_seam(const struct file *f, uint32_t i)
 {
     const char *s = f->src + f->start[i];
     size_t n = f->start[i + 1] - f->start[i];
+    bool python = strcmp(f->language, "python") == 0;
 
-    if (i == 0 || !(f->flags[i - 1] & LINE_BLANK) || (f->flags[i] & LINE_BLANK) || n == 0)
+    if (i == 0 || !(f->flags[i - 1] & LINE_BLANK) || (f->flags[i] & (LINE_BLANK | LINE_QUOTED)) ||
+        n == 0)
         return false;
     if (strchr(" \t\r\f\v})]", s[0]))
+        return false;
+    /* Not a comment: one at column 0 may sit inside a Python class (a section banner), and a
+     * comment before a definition stays with it across the seam anyway (the walk goes on). */
+    if ((n >= 2 && s[0] == '/' && (s[1] == '/' || s[1] == '*')) ||
+        (s[0] == '#' && python))
+        return false;
+    /* Not a C label ("out:" at column 0 is common inside functions). */
+    if (!python && c_label(s, n))
         return false;
     /* Not the middle of a C preprocessor conditional. */
     return !(n >= 3 && (memcmp(s, "#el", 3) == 0 || (n >= 6 && memcmp(s, "#endif", 6) == 0)));
 }
 
+/* How far past its start a segment may reach to end at a seam (a class or a table with no
+ * seam inside), as a multiple of the segment size; past that it is cut anyway. */
+#define SEGMENT_REACH 8
+
+/* The first seam in lines [from, ...) before byte `limit`; 0 when there is none. */
+static uint32_t next_seam(const struct file *f, uint32_t from, size_t limit)
+{
+    for (uint32_t i = from; i < f->n_lines && f->start[i] < limit; i++)
+        if (segment_seam(f, i))
+            return i;
+    return 0;
+}
+
 /* The line after the segment that starts at line `a`: about `target` bytes on, at a seam when
- * one is found between half and all of the target, else at the first seam before twice the
- * target, else (one huge literal, a giant class) at the target anyway: the parser recovers on
- * both sides, and the tree's memory stays bounded. */
+ * one is found between half and all of the target, else at the first seam before
+ * SEGMENT_REACH times the target (a big class has no seam inside), else (one huge literal) at
+ * the target anyway: the parser recovers on both sides, and the tree's memory stays bounded. */
 static uint32_t segment_end(const struct file *f, uint32_t a, size_t target)
 {
-    uint32_t lo = a + 1, hi;
+    uint32_t lo = a + 1, hi, i;
 
     while (lo < f->n_lines && f->start[lo] - f->start[a] < target / 2)
         lo++;
     hi = lo;
     while (hi < f->n_lines && f->start[hi] - f->start[a] < target)
         hi++;
-    for (uint32_t i = hi; i >= lo && i > a; i--)
+    for (i = hi; i >= lo && i > a; i--)
         if (i < f->n_lines && segment_seam(f, i))
             return i;
-    for (uint32_t i = hi + 1; i < f->n_lines && f->start[i] - f->start[a] < 2 * target; i++)
-        if (segment_seam(f, i))
-            return i;
-    return hi;
+    i = next_seam(f, hi + 1, f->start[a] + SEGMENT_REACH * target);
+    if (i)
+        return i;
+    /* The end of the file is a seam too. */
+    return f->len - f->start[a] <= SEGMENT_REACH * target ? f->n_lines : hi;
 }
 
 /* Parse lines [a, b) of the file alone (the whole file when a == 0 and b == n_lines); the
@@ -888,7 +1007,8 @@ int chunk_tree(struct chunker *c, struct file *f, struct pieces *ps)
     struct grammar *g;
     uint64_t deadline = now_us() + f->opt->parse_timeout_us;
     size_t seg = f->opt->segment_bytes;
-    uint32_t root_scope;
+    bool segmented = seg > 0 && f->len > 2 * seg;
+    uint32_t root_scope, ra, rb, prev_rb = UINT32_MAX;
     struct walk w = {
         .f = f,
         .ps = ps,
@@ -906,14 +1026,21 @@ int chunk_tree(struct chunker *c, struct file *f, struct pieces *ps)
     r = chunk_pool_add(sp, "", 0, &root_scope);
     if (r < 0)
         return r;
+    if (segmented)
+        mark_quoted_lines(f);
     for (uint32_t a = 0; a < f->n_lines && w.r >= 0;) {
-        uint32_t b = seg > 0 && f->len > 2 * seg ? segment_end(f, a, seg) : f->n_lines;
+        uint32_t b = segmented ? segment_end(f, a, seg) : f->n_lines;
         TSTree *tree = parse_lines(c, f, a, b, &deadline);
 
         if (!tree)
             return -ENOTSUP;
         add_cut_costs(&w, ts_tree_root_node(tree), 0);
-        walk_children(&w, ts_tree_root_node(tree), root_scope, 0);
+        /* A whole parse's root also spans the line breaks between two segments' roots. */
+        node_lines(&w, ts_tree_root_node(tree), &ra, &rb);
+        for (uint32_t i = prev_rb; i < ra; i++)
+            f->cut_cost[i] += f->cut_cost[i] < UINT8_MAX;
+        prev_rb = rb;
+        walk_nodes(&w, ts_tree_root_node(tree), root_scope, 0, b >= f->n_lines);
         ts_tree_delete(tree);
         a = b;
     }

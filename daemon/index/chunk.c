@@ -236,6 +236,10 @@ static const char *language_canonical(const char *language)
 
 /* ---- options, UTF-8, tokens ----------------------------------------------------------------- */
 
+#ifndef CHUNK_SEGMENT_BYTES /* overridable to measure other sizes (bench/README.md) */
+#define CHUNK_SEGMENT_BYTES (32u << 10)
+#endif
+
 void chunk_options_init(struct chunk_options *opt)
 {
     *opt = (struct chunk_options){
@@ -247,7 +251,7 @@ void chunk_options_init(struct chunk_options *opt)
         .window_overlap = 5,
         .max_file_bytes = 16u << 20,
         .max_parse_bytes = 4u << 20,
-        .segment_bytes = 128u << 10,
+        .segment_bytes = CHUNK_SEGMENT_BYTES,
         .parse_timeout_us = 2000000,
         .max_chunks = 65536,
     };
@@ -1074,11 +1078,26 @@ static int emit_one(struct file *f, const struct piece *g, const char *sym, size
                     bool title, struct chunk_list *out)
 {
     size_t hl = strlen(f->header_path), pl = strlen(f->path), code = byte_b - byte_a, cap, o, hlen;
+    const char *code_src = f->src + byte_a;
     char *buf, *sym_copy, *path_copy;
     int r;
 
-    /* header + code (sanitizing may triple it) + NUL + symbol + NUL + path + NUL */
-    if (!size_mul_ok(code, 3, &cap) || !size_add_ok(cap, hl + 2 * sl + pl + 64, &cap))
+    /* Dirty content is sanitized into the scratch buffer first (that may triple it), so the
+     * chunk's own buffer is exactly as long as its text: a file's chunks are all held until
+     * they are embedded, and for a big file (an 850 KB header: 3,900 chunks) a 3x allowance
+     * per chunk was most of the indexer's memory for that file. */
+    if (!f->clean) {
+        if (!size_mul_ok(code, 3, &cap) || !size_add_ok(cap, 1, &cap))
+            return -ENOMEM;
+        r = scratch_reserve(f, cap);
+        if (r < 0)
+            return r;
+        code = utf8_sanitize(f->scratch, code_src, code);
+        code_src = f->scratch;
+    }
+    /* "file: " header_path "\n" ["symbol: " sym "\n"] "\n" code NUL sym NUL path NUL */
+    hlen = 6 + hl + 1 + (sl ? 8 + sl + 1 : 0) + 1;
+    if (!size_add_ok(code, hlen + sl + pl + 3, &cap))
         return -ENOMEM;
     buf = malloc(cap);
     if (!buf)
@@ -1087,13 +1106,12 @@ static int emit_one(struct file *f, const struct piece *g, const char *sym, size
     if (sl)
         o += (size_t)snprintf(buf + o, cap - o, "symbol: %s\n", sym);
     buf[o++] = '\n';
-    hlen = o;
-    if (f->clean) {
-        memcpy(buf + o, f->src + byte_a, code);
-        o += code;
-    } else {
-        o += utf8_sanitize(buf + o, f->src + byte_a, code);
+    if (o != hlen) { /* cannot happen: hlen counts the same bytes */
+        free(buf);
+        return -EINVAL;
     }
+    memcpy(buf + o, code_src, code);
+    o += code;
     buf[o] = '\0';
     sym_copy = buf + o + 1;
     memcpy(sym_copy, sym, sl + 1);

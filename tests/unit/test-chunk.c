@@ -777,6 +777,46 @@ TEST(segmented_parse_equals_whole)
     free(cc.s);
 }
 
+/* Lines that only look like seams (column 0 after a blank line) are not taken: text inside a
+ * string or a block comment, a comment banner inside a Python class, a C label.  A construct
+ * with no seam inside (one class) is parsed whole up to SEGMENT_REACH (8) times the segment
+ * size, the end of the file included. */
+TEST(segment_seams_skip_look_alikes)
+{
+    struct sbuf b = {0};
+
+    need_grammars();
+    for (int i = 0; i < 100; i++)
+        sb_printf(&b,
+                  "def f%d():\n    return '''\nline one\n\nline %d at column 0\n\nend'''\n\n"
+                  "def g%d():\n    \"\"\"Doc.\n\nColumn 0 in a docstring, with a 'quote.\n\"\"\"\n"
+                  "    return \"a # not a comment\"\n\n",
+                  i, i, i);
+    ASSERT_GT(b.n, 8192);
+    chunk_both_ways("strings.py", b.s, b.n, 2048, true);
+
+    b.n = 0;
+    sb_printf(&b, "class Big:\n");
+    for (int i = 0; i < 120; i++) {
+        if (i % 10 == 0)
+            sb_printf(&b, "\n######## section %d ########\n", i);
+        sb_printf(&b, "\n    def method_%d(self, x):\n        return x + %d\n", i, i);
+    }
+    ASSERT_GT(b.n, 4096);
+    ASSERT_LT(b.n, 8 * 2048);
+    chunk_both_ways("big_class.py", b.s, b.n, 2048, true);
+
+    b.n = 0;
+    for (int i = 0; i < 60; i++)
+        sb_printf(&b,
+                  "/*\n * helper %d\n\nstatic int not_code(void);\n */\nint helper_%d(int x)\n{\n"
+                  "    if (x < 0)\n        goto out;\n    x *= 2;\n\nout:\n    return x + %d;\n}\n\n",
+                  i, i, i);
+    ASSERT_GT(b.n, 8192);
+    chunk_both_ways("labels.c", b.s, b.n, 2048, true);
+    free(b.s);
+}
+
 /* A seam inside a construct (C's extern "C" {, which wraps whole headers) changes how that
  * construct is cut, but every line is still chunked and every invariant holds. */
 TEST(segmented_parse_inside_a_construct)
@@ -792,13 +832,7 @@ TEST(segmented_parse_inside_a_construct)
                   i, i, i);
     sb_printf(&b, "#ifdef __cplusplus\n}\n#endif\n");
     chunk_both_ways("gl.h", b.s, b.n, 2048, false);
-    /* A Python string with blank lines and text at column 0. */
-    b.n = 0;
-    for (int i = 0; i < 100; i++)
-        sb_printf(&b, "def f%d():\n    return '''\nline one\n\nline %d at column 0\n\nend'''\n\n",
-                  i, i);
-    chunk_both_ways("strings.py", b.s, b.n, 2048, false);
-    /* No seam at all (one huge literal): cut at the segment size anyway. */
+    /* No seam within reach (one huge literal): cut at the segment size anyway. */
     b.n = 0;
     sb_printf(&b, "TOPICS = {\n");
     for (int i = 0; i < 400; i++)

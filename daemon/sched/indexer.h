@@ -147,11 +147,15 @@ struct indexer_result {
 /* Store writes (store_write_ops()) after which the open transaction is committed, whatever
  * the batch count, inside a file too: see "Memory" above.  A write dirties one or two pages
  * the transaction did not already hold (a leaf, and a duplicate subtree's leaf for postings),
- * so this bounds its dirty pages (4-8 MiB), which are held twice at its commit: LMDB's
- * malloc'd copies and the page cache being written: at most 5 MiB of dirty page cache was
- * seen at a commit of a 100k-line job (memory.stat sampled every 20 ms). */
+ * so this bounds its dirty pages (2-4 MiB), which are held twice at its commit: LMDB's
+ * malloc'd copies and the page cache being written.  LMDB keeps the malloc'd pages of its
+ * largest transaction for reuse until the environment closes, so the bound is paid for the
+ * daemon's life, and it grows with the index (more distinct pages per write): with 1,024 the
+ * peak of a 1M-line job was 2.4 MiB above that of 512 (bench/README.md, "Big files"), for
+ * twice the commits, which cost nothing next to embedding (+3% of the CPU time of a job run
+ * with a model 100 times cheaper than the real one). */
 #ifndef INDEXER_TXN_MAX_OPS /* overridable to measure without the bound (bench/README.md) */
-#define INDEXER_TXN_MAX_OPS 1024
+#define INDEXER_TXN_MAX_OPS 512
 #endif
 
 void indexer_result_release(struct indexer_result *r);

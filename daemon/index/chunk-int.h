@@ -30,7 +30,7 @@ const char *chunk_pool_get(const struct strpool *sp, uint32_t off);
 
 enum {
     LINE_BLANK = 1 << 0,
-    LINE_DIRTY = 1 << 2, /* holds invalid UTF-8 or NUL */
+    LINE_DIRTY = 1 << 2,  /* holds invalid UTF-8 or NUL */
     LINE_QUOTED = 1 << 3, /* begins inside a string or comment (chunk-tree.c, big files only) */
 };
 

@@ -910,8 +910,7 @@ static bool segment_seam(const struct file *f, uint32_t i)
         return false;
     /* Not a comment: one at column 0 may sit inside a Python class (a section banner), and a
      * comment before a definition stays with it across the seam anyway (the walk goes on). */
-    if ((n >= 2 && s[0] == '/' && (s[1] == '/' || s[1] == '*')) ||
-        (s[0] == '#' && python))
+    if ((n >= 2 && s[0] == '/' && (s[1] == '/' || s[1] == '*')) || (s[0] == '#' && python))
         return false;
     /* Not a C label ("out:" at column 0 is common inside functions). */
     if (!python && c_label(s, n))

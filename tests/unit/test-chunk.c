@@ -808,10 +808,11 @@ TEST(segment_seams_skip_look_alikes)
 
     b.n = 0;
     for (int i = 0; i < 60; i++)
-        sb_printf(&b,
-                  "/*\n * helper %d\n\nstatic int not_code(void);\n */\nint helper_%d(int x)\n{\n"
-                  "    if (x < 0)\n        goto out;\n    x *= 2;\n\nout:\n    return x + %d;\n}\n\n",
-                  i, i, i);
+        sb_printf(
+            &b,
+            "/*\n * helper %d\n\nstatic int not_code(void);\n */\nint helper_%d(int x)\n{\n"
+            "    if (x < 0)\n        goto out;\n    x *= 2;\n\nout:\n    return x + %d;\n}\n\n",
+            i, i, i);
     ASSERT_GT(b.n, 8192);
     chunk_both_ways("labels.c", b.s, b.n, 2048, true);
     free(b.s);

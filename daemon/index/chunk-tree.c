@@ -921,7 +921,9 @@ static bool segment_seam(const struct file *f, uint32_t i)
 
 /* How far past its start a segment may reach to end at a seam (a class or a table with no
  * seam inside), as a multiple of the segment size; past that it is cut anyway. */
+#ifndef SEGMENT_REACH
 #define SEGMENT_REACH 8
+#endif
 
 /* The first seam in lines [from, ...) before byte `limit`; 0 when there is none. */
 static uint32_t next_seam(const struct file *f, uint32_t from, size_t limit)

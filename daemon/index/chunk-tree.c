@@ -29,8 +29,14 @@
  * uses).  containers: recursed into with a new scope.  wrappers: take their kind and name from
  * the first unit or container among their named children (decorators, export, template<>).
  * vardecls: a unit when they bind a function (const f = () => ...).  attach: comments and
- * attributes that belong to the unit right below them.
+ * attributes that belong to the unit right below them.  lexis and backquotes: how comments and
+ * strings look, for choosing the seams of a big file (mark_quoted_lines(), segment_seam()).
  */
+enum lexis {
+    LEXIS_C,      /* // and block comments, '' and "" literals, labels */
+    LEXIS_PYTHON, /* # comments, '' and "" literals, tripled ones spanning lines */
+};
+
 struct grammar_spec {
     const char *name;
     const char *sep;
@@ -41,6 +47,8 @@ struct grammar_spec {
     const char *wrappers;
     const char *vardecls;
     const char *attach;
+    enum lexis lexis;
+    bool backquotes; /* `...` strings, which may span lines */
 };
 
 #define JS_UNITS "function_declaration generator_function_declaration method_definition"
@@ -75,6 +83,7 @@ static const struct grammar_spec grammar_specs[] = {
         .containers = "class_definition",
         .wrappers = "decorated_definition",
         .attach = "comment",
+        .lexis = LEXIS_PYTHON,
     },
     {
         .name = "javascript",
@@ -84,6 +93,7 @@ static const struct grammar_spec grammar_specs[] = {
         .wrappers = "export_statement",
         .vardecls = JS_VARDECLS,
         .attach = "comment decorator",
+        .backquotes = true,
     },
     {
         .name = "typescript",
@@ -93,6 +103,7 @@ static const struct grammar_spec grammar_specs[] = {
         .wrappers = TS_WRAPPERS,
         .vardecls = JS_VARDECLS " public_field_definition",
         .attach = "comment decorator",
+        .backquotes = true,
     },
     {
         .name = "tsx",
@@ -102,12 +113,14 @@ static const struct grammar_spec grammar_specs[] = {
         .wrappers = TS_WRAPPERS,
         .vardecls = JS_VARDECLS " public_field_definition",
         .attach = "comment decorator",
+        .backquotes = true,
     },
     {
         .name = "go",
         .sep = ".",
         .units = "function_declaration method_declaration type_declaration",
         .attach = "comment",
+        .backquotes = true,
     },
     {
         .name = "rust",
@@ -833,12 +846,9 @@ static bool c_label(const char *s, size_t n)
  * JavaScript's and Go's backquoted strings.  Good enough to choose seams; the parser decides
  * everything else.
  */
-static void mark_quoted_lines(struct file *f)
+static void mark_quoted_lines(struct file *f, const struct grammar_spec *spec)
 {
-    bool python = strcmp(f->language, "python") == 0;
-    bool backquote = strcmp(f->language, "javascript") == 0 ||
-                     strcmp(f->language, "typescript") == 0 || strcmp(f->language, "tsx") == 0 ||
-                     strcmp(f->language, "go") == 0;
+    bool python = spec->lexis == LEXIS_PYTHON, backquote = spec->backquotes;
     enum { CODE, LINE_COMMENT, BLOCK_COMMENT, STRING } state = CODE;
     char quote = 0;
     bool triple = false;
@@ -897,11 +907,11 @@ static void mark_quoted_lines(struct file *f)
 
 /* Whether a segment may start at line i: a line starting a statement at column 0 right after
  * a blank line, the usual seam between two top-level definitions in every language we parse. */
-static bool segment_seam(const struct file *f, uint32_t i)
+static bool segment_seam(const struct file *f, const struct grammar_spec *spec, uint32_t i)
 {
     const char *s = f->src + f->start[i];
     size_t n = f->start[i + 1] - f->start[i];
-    bool python = strcmp(f->language, "python") == 0;
+    bool python = spec->lexis == LEXIS_PYTHON;
 
     if (i == 0 || !(f->flags[i - 1] & LINE_BLANK) || (f->flags[i] & (LINE_BLANK | LINE_QUOTED)) ||
         n == 0)
@@ -926,10 +936,11 @@ static bool segment_seam(const struct file *f, uint32_t i)
 #endif
 
 /* The first seam in lines [from, ...) before byte `limit`; 0 when there is none. */
-static uint32_t next_seam(const struct file *f, uint32_t from, size_t limit)
+static uint32_t next_seam(const struct file *f, const struct grammar_spec *spec, uint32_t from,
+                          size_t limit)
 {
     for (uint32_t i = from; i < f->n_lines && f->start[i] < limit; i++)
-        if (segment_seam(f, i))
+        if (segment_seam(f, spec, i))
             return i;
     return 0;
 }
@@ -938,7 +949,8 @@ static uint32_t next_seam(const struct file *f, uint32_t from, size_t limit)
  * one is found between half and all of the target, else at the first seam before
  * SEGMENT_REACH times the target (a big class has no seam inside), else (one huge literal) at
  * the target anyway: the parser recovers on both sides, and the tree's memory stays bounded. */
-static uint32_t segment_end(const struct file *f, uint32_t a, size_t target)
+static uint32_t segment_end(const struct file *f, const struct grammar_spec *spec, uint32_t a,
+                            size_t target)
 {
     uint32_t lo = a + 1, hi, i;
 
@@ -948,9 +960,9 @@ static uint32_t segment_end(const struct file *f, uint32_t a, size_t target)
     while (hi < f->n_lines && f->start[hi] - f->start[a] < target)
         hi++;
     for (i = hi; i >= lo && i > a; i--)
-        if (i < f->n_lines && segment_seam(f, i))
+        if (i < f->n_lines && segment_seam(f, spec, i))
             return i;
-    i = next_seam(f, hi + 1, f->start[a] + SEGMENT_REACH * target);
+    i = next_seam(f, spec, hi + 1, f->start[a] + SEGMENT_REACH * target);
     if (i)
         return i;
     /* The end of the file is a seam too. */
@@ -1028,9 +1040,9 @@ int chunk_tree(struct chunker *c, struct file *f, struct pieces *ps)
     if (r < 0)
         return r;
     if (segmented)
-        mark_quoted_lines(f);
+        mark_quoted_lines(f, g->spec);
     for (uint32_t a = 0; a < f->n_lines && w.r >= 0;) {
-        uint32_t b = segmented ? segment_end(f, a, seg) : f->n_lines;
+        uint32_t b = segmented ? segment_end(f, g->spec, a, seg) : f->n_lines;
         TSTree *tree = parse_lines(c, f, a, b, &deadline);
 
         if (!tree)

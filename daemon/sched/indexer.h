@@ -151,9 +151,10 @@ struct indexer_result {
  * malloc'd copies and the page cache being written.  LMDB keeps the malloc'd pages of its
  * largest transaction for reuse until the environment closes, so the bound is paid for the
  * daemon's life, and it grows with the index (more distinct pages per write): with 1,024 the
- * peak of a 1M-line job was 2.4 MiB above that of 512 (bench/README.md, "Big files"), for
- * twice the commits, which cost nothing next to embedding (+3% of the CPU time of a job run
- * with a model 100 times cheaper than the real one). */
+ * peak of a 1M-line job was 2.4 MiB above that of 512 (bench/README.md, "Segments, exact
+ * chunk buffers, a smaller write budget"), for twice the commits, which cost nothing next to
+ * embedding (+3-7% of the CPU time of a job run with a model 100 times cheaper than the real
+ * one). */
 #ifndef INDEXER_TXN_MAX_OPS /* overridable to measure without the bound (bench/README.md) */
 #define INDEXER_TXN_MAX_OPS 512
 #endif

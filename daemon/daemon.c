@@ -17,7 +17,6 @@
 #include "log.h"
 #include "loop.h"
 #include "macro.h"
-#include "methods-core.h"
 #include "paths.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -167,9 +166,6 @@ int daemon_new(const struct daemon_options *o, struct daemon **ret_daemon)
     if (r < 0)
         goto out_free;
     rpc_set_idle_callback(d->rpc, on_rpc_idle, d);
-    r = methods_core_register(d->rpc, d);
-    if (r < 0)
-        goto out_free;
 
     *ret_daemon = d;
     return 0;

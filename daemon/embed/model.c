@@ -379,7 +379,7 @@ static int parse_pooling(const char *dir, const char *pdir, struct model_config 
     };
     char *sub = join(dir, pdir), *file = sub ? join(sub, "config.json") : NULL;
     const char *mode = NULL;
-    unsigned dim;
+    unsigned dim = 0;
     json_t *j = NULL, *v;
     int r;
 
@@ -419,6 +419,8 @@ static int parse_pooling(const char *dir, const char *pdir, struct model_config 
             goto out;
         }
     }
+    /* mode is set here: the flags loop above fails when it finds none (cppcheck cannot see). */
+    /* cppcheck-suppress nullPointerRedundantCheck */
     if (strcmp(mode, "mean") == 0)
         c->pooling = MODEL_POOLING_MEAN;
     else if (strcmp(mode, "cls") == 0)

@@ -899,7 +899,7 @@ static void enc_fail(struct encoder *e, int r)
 
 static int out_reserve(struct tokens *out, uint32_t need)
 {
-    size_t cap = out->cap, cap2 = out->cap;
+    size_t cap = out->cap;
     int r;
 
     if (need <= out->cap)
@@ -908,9 +908,11 @@ static int out_reserve(struct tokens *out, uint32_t need)
     if (r < 0)
         return r;
     if (out->want_spans) {
-        r = array_grow((void **)&out->spans, &cap2, need, sizeof(*out->spans));
-        if (r < 0)
-            return r;
+        /* Exactly as many spans as ids: out->cap counts both. */
+        struct token_span *spans = array_realloc(out->spans, cap, sizeof(*out->spans));
+        if (!spans)
+            return -ENOMEM;
+        out->spans = spans;
     }
     out->cap = (uint32_t)MIN(cap, UINT32_MAX);
     return 0;

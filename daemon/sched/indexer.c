@@ -3,6 +3,7 @@
  */
 #include "indexer.h"
 
+#include "clock.h"
 #include "lexical.h"
 #include "log.h"
 #include "macro.h"
@@ -45,22 +46,6 @@ const char *job_state_to_string(uint32_t state)
         return "cancelled";
     }
     return "unknown";
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int64_t realtime_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* ---- a set of strings (the paths seen by the walk) --------------------------------------- */
@@ -238,7 +223,7 @@ static void report(struct run *run)
 {
     struct indexer_progress *p = run->p;
 
-    p->elapsed_s = now_s() - run->t0;
+    p->elapsed_s = clock_monotonic_s() - run->t0;
     if (p->chunks_done > run->base_chunks && p->embed_s > 0) {
         double rate = (double)(p->chunks_done - run->base_chunks) / (p->elapsed_s - p->scan_s);
         p->chunks_per_s = rate;
@@ -306,7 +291,7 @@ static int put_job_row(struct run *run, struct store_txn *t, uint32_t state, int
         .state = state,
         .error = error,
         .created_ns = run->created_ns,
-        .updated_ns = realtime_ns(),
+        .updated_ns = clock_realtime_ns(),
         .files_done = p->files_done,
         .files_total = p->files_total,
         .chunks_done = p->chunks_done - uncommitted,
@@ -395,7 +380,7 @@ static int discard_head(struct run *run)
 /* Commit what is written so far, with the job row, as one checkpoint. */
 static int checkpoint(struct run *run, uint32_t state, int error)
 {
-    double t = now_s();
+    double t = clock_monotonic_s();
     uint64_t ops;
     int r;
 
@@ -434,7 +419,7 @@ static int checkpoint(struct run *run, uint32_t state, int error)
     }
     /* After the bookkeeping: the commit stands even if the reopen fails. */
     r = ops > 2 * run->txn_max_ops ? release_memory(run) : 0;
-    run->p->store_s += now_s() - t;
+    run->p->store_s += clock_monotonic_s() - t;
     return r;
 }
 
@@ -501,7 +486,7 @@ out:
 static int write_chunk(struct run *run, struct pending *f, const float *vec)
 {
     const struct chunk *c = &f->chunks.items[f->written];
-    double t0 = now_s();
+    double t0 = clock_monotonic_s();
     int r;
 
     r = ensure_wtx(run);
@@ -532,7 +517,7 @@ static int write_chunk(struct run *run, struct pending *f, const float *vec)
         goto fail;
     f->written++;
     run->dirty = true;
-    run->p->store_s += now_s() - t0;
+    run->p->store_s += clock_monotonic_s() - t0;
     return 0;
 fail:
     set_message(run, "writing %s failed: %s", f->path, store_last_error());
@@ -550,7 +535,7 @@ static int write_file_row(struct run *run, struct pending *f)
         .first_chunk = f->chunks.n ? f->first : 0,
         .n_chunks = (uint32_t)f->chunks.n,
     };
-    double t0 = now_s();
+    double t0 = clock_monotonic_s();
     int r;
 
     r = ensure_wtx(run);
@@ -567,7 +552,7 @@ static int write_file_row(struct run *run, struct pending *f)
     f->staged = false;
     run->dirty = true;
     snprintf(run->cursor, sizeof(run->cursor), "%s", f->path);
-    run->p->store_s += now_s() - t0;
+    run->p->store_s += clock_monotonic_s() - t0;
     return 0;
 }
 
@@ -643,7 +628,7 @@ static int phase_scan(struct run *run)
     struct vanished v = {.seen = &run->seen};
     const void *model;
     size_t model_len;
-    double t = now_s();
+    double t = clock_monotonic_s();
     int r;
 
     run->p->phase = "scanning";
@@ -661,7 +646,7 @@ static int phase_scan(struct run *run)
     if (r >= 0)
         r = store_file_foreach(sc.rtx, run->job->repo_id, NULL, on_stored_file, &v);
     store_read_end(sc.rtx);
-    run->p->scan_s += now_s() - t;
+    run->p->scan_s += clock_monotonic_s() - t;
     if (r < 0) {
         if (r != -ECANCELED)
             set_message(run, "scanning %s failed: %s", run->job->root, strerror(-r));
@@ -774,7 +759,7 @@ static int enqueue_next_file(struct run *run)
     struct todo *td = &run->todo[run->next_todo++];
     struct pending f = {0};
     size_t len = 0;
-    double t = now_s();
+    double t = clock_monotonic_s();
     int r;
 
     r = read_file(run->job->root, td->path, run->env->scan.max_file_size, &f.content, &len,
@@ -802,7 +787,7 @@ static int enqueue_next_file(struct run *run)
         note_file_error(run, td->path, r);
         chunk_list_init(&f.chunks);
     }
-    run->p->chunk_s += now_s() - t;
+    run->p->chunk_s += clock_monotonic_s() - t;
     /* A big file's syntax tree (several MB even when parsed in segments, chunk-tree.c) is
      * freed by now, but glibc keeps the pages in the worker's arena: give them back, so one
      * big file does not raise the daemon's footprint for the rest of the job. */
@@ -1011,9 +996,9 @@ cut:
         r = -ENOMEM;
         goto out;
     }
-    t = now_s();
+    t = clock_monotonic_s();
     r = embed_chunks(run, texts, lens, n, out);
-    run->p->embed_s += now_s() - t;
+    run->p->embed_s += clock_monotonic_s() - t;
     if (r < 0)
         goto out;
     /* Hand the vectors back to their files, in the same order they were cut. */
@@ -1120,7 +1105,7 @@ static int load_job_row(struct run *run)
     struct store_job j;
     int r;
 
-    run->created_ns = realtime_ns();
+    run->created_ns = clock_realtime_ns();
     r = store_read_begin(run->env->store, &t);
     if (r < 0)
         return r;
@@ -1148,7 +1133,7 @@ int indexer_run(const struct indexer_env *env, const struct indexer_job *job,
 
     *ret = (struct indexer_result){0};
     run.p = &ret->progress;
-    run.t0 = now_s();
+    run.t0 = clock_monotonic_s();
     run.p->eta_s = -1;
     run.chunk_opt = env->chunk;
     run.chunk_opt.count_tokens = env->embed->count_tokens;
@@ -1217,7 +1202,7 @@ int indexer_run(const struct indexer_env *env, const struct indexer_job *job,
     if (r >= 0) {
         struct store_txn *t;
         if (store_write_begin(env->store, &t) >= 0) {
-            if (store_repo_set_indexed(t, job->repo_id, realtime_ns()) >= 0)
+            if (store_repo_set_indexed(t, job->repo_id, clock_realtime_ns()) >= 0)
                 store_write_commit(t);
             else
                 store_write_abort(t);

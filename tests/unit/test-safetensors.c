@@ -43,7 +43,7 @@ static const char *write_raw(uint64_t hlen, const char *header, size_t header_le
 /* A file whose header is `header` (exact length) followed by `data_len` bytes 0..255. */
 static const char *write_file(const char *header, size_t data_len)
 {
-    unsigned char data[4096];
+    unsigned char data[4096] = {0};
 
     ASSERT_LE(data_len, sizeof(data));
     for (size_t i = 0; i < data_len; i++)

@@ -420,7 +420,8 @@ TEST(scan_matches_git)
     }
     ASSERT_EQ(mismatched_trees, 0);
     /* The generator must exercise both outcomes, or the comparison proves little. */
-    printf("# %ju files kept, %ju paths ignored across 150 trees\n", total_files, total_ignored);
+    printf("# %ju files kept, %ju paths ignored across 150 trees\n", (uintmax_t)total_files,
+           (uintmax_t)total_ignored);
     ASSERT_GT(total_files, 300);
     ASSERT_GT(total_ignored, 300);
 }

@@ -7,7 +7,8 @@
  * work and holds to drain) -> CLOSING (connections closing after their last write, timers and
  * signal handles closing) -> the loop runs out of handles and daemon_run() returns.
  *
- * How a later module plugs in (from main.c, after daemon_new(), before daemon_start()):
+ * How a module plugs in (from engine.c, which main.c calls after daemon_new() and before
+ * daemon_start()):
  *   - methods:       rpc_register(daemon_rpc(d), "search", method_search, ctx)        (rpc.h)
  *   - worker work:   event_work_queue(daemon_loop(d), ...) or its own threads plus
  *                    event_post(); answer the rpc_request on the loop thread          (work.h)
@@ -42,8 +43,9 @@ struct daemon_options {
 };
 
 /*
- * Creates the data dir (0700) and locks it, then builds loop, server and dispatcher and
- * registers the core methods.  Returns 0, -EBUSY when another coarchd holds the data dir
+ * Creates the data dir (0700) and locks it, then builds loop, server and dispatcher.  No method
+ * is registered yet: engine.c registers all of them, the core ones (methods-core.h) included,
+ * so this file depends on no method.  Returns 0, -EBUSY when another coarchd holds the data dir
  * (logged, with its pid), or another negative errno (logged).
  */
 int daemon_new(const struct daemon_options *o, struct daemon **ret_daemon);

@@ -82,6 +82,19 @@ static const char *choose_backend(void)
     return v && v[0] ? v : NULL;
 }
 
+/* The directory of `model`: itself when it names one (contains '/'), else <data dir>/models/
+ * <model>, the data dir this daemon was given (--data-dir included), where scripts/fetch-model
+ * installs for the same COARCH_DATA_DIR.  NULL only for ENOMEM. */
+static char *model_dir_of(const char *data_dir, const char *model)
+{
+    _cleanup_free_ char *models = NULL;
+
+    if (strchr(model, '/'))
+        return strdup(model);
+    models = path_join(data_dir, "models");
+    return models ? path_join(models, model) : NULL;
+}
+
 int embed_service_new(const char *data_dir, struct embed_service **ret)
 {
     struct embed_service *s = calloc(1, sizeof(*s));
@@ -100,14 +113,7 @@ int embed_service_new(const char *data_dir, struct embed_service **ret)
     if (!model || !model[0])
         model = EMBED_SERVICE_DEFAULT_MODEL;
     s->model_name = strdup(model);
-    if (strchr(model, '/')) {
-        s->model_dir = strdup(model);
-    } else {
-        /* <data dir>/models, the data dir this daemon was given (--data-dir included), where
-         * scripts/fetch-model installs for the same COARCH_DATA_DIR. */
-        _cleanup_free_ char *models = path_join(data_dir, "models");
-        s->model_dir = models ? path_join(models, model) : NULL;
-    }
+    s->model_dir = model_dir_of(data_dir, model);
     if (!s->model_name || !s->model_dir) {
         r = -ENOMEM;
         goto fail;

@@ -218,6 +218,12 @@ int daemon_start(struct daemon *d)
     uint64_t wd_usec;
     int r;
 
+    /* Signals first: once the socket exists a client (or systemd) may ask us to stop, and a
+     * SIGTERM before the watch would kill us with no stop sequence.  Their callbacks run only
+     * once daemon_run() runs the loop. */
+    r = event_loop_watch_signals(d->el, on_signal, d);
+    if (r < 0)
+        return log_error_errno(r, "cannot watch signals: %m");
     if (d->listen_fd >= 0) {
         int fd = TAKE_FD(d->listen_fd);
 
@@ -227,9 +233,6 @@ int daemon_start(struct daemon *d)
     }
     if (r < 0)
         return r;
-    r = event_loop_watch_signals(d->el, on_signal, d);
-    if (r < 0)
-        return log_error_errno(r, "cannot watch signals: %m");
 
     wd_usec = sdnotify_watchdog_usec();
     if (wd_usec > 0) {

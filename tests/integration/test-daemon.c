@@ -482,6 +482,31 @@ TEST(sigint_exits_0)
     ASSERT_EQ(access(d.socket, F_OK), -1);
 }
 
+/*
+ * A stop requested the moment the socket appears is a clean stop: signals are watched before the
+ * socket is bound, so no client (or systemd) can see a socket whose daemon dies of a SIGTERM's
+ * default action (exit 143, no stop sequence).  Repeated: the window it guards is microseconds.
+ */
+TEST(sigterm_as_soon_as_socket_exists_exits_0)
+{
+    require_coarchd();
+    for (int i = 0; i < 20; i++) {
+        struct tspawn_opts o = {.listen_fd = -1};
+        struct tdaemon d;
+        struct stat st;
+        int spins = 0;
+
+        ASSERT_OK(tdaemon_init(&d));
+        ASSERT_OK(tdaemon_spawn(&d, &o));
+        while (lstat(d.socket, &st) < 0) {
+            ASSERT_LT(spins++, 2000000); /* ~10 s at most */
+            usleep(5);
+        }
+        ASSERT_OK(tdaemon_signal(&d, SIGTERM));
+        ASSERT_EQ(wait_exit_logged(&d, 10000), 0);
+    }
+}
+
 TEST(shutdown_method_answers_then_exits_0)
 {
     const char *const env[] = {"COARCH_DEBUG_METHODS=1", NULL};

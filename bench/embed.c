@@ -27,6 +27,7 @@
 #include "cpu.h"
 #include "embedder.h"
 #include "macro.h"
+#include "tokenizer.h"
 
 struct texts {
     char **s;
@@ -105,13 +106,44 @@ static double seconds(clockid_t clock)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Every text as the embedder would tokenize it (truncated to the model's length). */
+static int tokenize_all(struct embedder *e, const struct texts *t, uint32_t ***ret_ids,
+                        uint32_t **ret_lens)
+{
+    const struct tokenizer *tok = embedder_tokenizer(e);
+    uint32_t **ids = calloc(t->n, sizeof(*ids)), *lens = calloc(t->n, sizeof(*lens));
+    struct tokens toks;
+    int r = 0;
+
+    tokens_init(&toks, false);
+    for (size_t i = 0; r >= 0 && ids && lens && i < t->n; i++) {
+        r = tokenizer_encode(tok, t->s[i], t->len[i], embedder_max_seq_length(e), &toks);
+        if (r < 0)
+            break;
+        ids[i] = malloc(toks.n * sizeof(uint32_t));
+        if (!ids[i]) {
+            r = -ENOMEM;
+            break;
+        }
+        memcpy(ids[i], toks.ids, toks.n * sizeof(uint32_t));
+        lens[i] = toks.n;
+    }
+    tokens_release(&toks);
+    if (!ids || !lens)
+        r = -ENOMEM;
+    *ret_ids = ids;
+    *ret_lens = lens;
+    return r < 0 ? r : 0;
+}
+
 static void usage(FILE *f)
 {
     fputs("usage: bench-embed --model DIR --texts FILE.jsonl [--out VECTORS.f32]\n"
-          "                   [--precision fp32|bf16|int8] [--threads N] [--repeat N]\n"
-          "                   [--batch-tokens N]\n"
+          "                   [--backend cpu|cuda] [--precision fp32|bf16|int8] [--threads N]\n"
+          "                   [--repeat N] [--batch-tokens N] [--pretokenized]\n"
           "Embeds every {\"text\": ...} line of FILE with coarch's embedder and prints the\n"
-          "timings as JSON; see bench/README.md.\n",
+          "timings as JSON; see bench/README.md.  --pretokenized tokenizes once before the\n"
+          "timed runs, which then go from token ids to vectors (the backend's own speed).\n",
           f);
 }
 
@@ -125,6 +157,8 @@ int main(int argc, char **argv)
         {"threads", required_argument, NULL, 'j'},
         {"repeat", required_argument, NULL, 'r'},
         {"batch-tokens", required_argument, NULL, 'b'},
+        {"backend", required_argument, NULL, 'B'},
+        {"pretokenized", no_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -134,6 +168,8 @@ int main(int argc, char **argv)
     struct embedder *e = NULL;
     struct texts t = {0};
     unsigned repeat = 1;
+    bool pretokenized = false;
+    uint32_t **ids = NULL, *lens = NULL;
     char *msg = NULL;
     float *vec = NULL;
     double t0, load_s;
@@ -162,6 +198,12 @@ int main(int argc, char **argv)
             break;
         case 'b':
             eo.max_batch_tokens = strtoul(optarg, NULL, 10);
+            break;
+        case 'B':
+            eo.backend = optarg;
+            break;
+        case 'T':
+            pretokenized = true;
             break;
         case 'h':
             usage(stdout);
@@ -201,14 +243,21 @@ int main(int argc, char **argv)
     if (r < 0)
         goto out_embed;
 
-    printf("{\"precision\": \"%s\", \"threads\": %u, \"texts\": %zu, \"dim\": %u, "
-           "\"load_s\": %.4f, \"runs\": [",
-           embedder_precision(e), eo.n_threads, t.n, embedder_dim(e), load_s);
+    if (pretokenized) {
+        r = tokenize_all(e, &t, &ids, &lens);
+        if (r < 0)
+            goto out_embed;
+    }
+    printf("{\"backend\": \"%s\", \"precision\": \"%s\", \"threads\": %u, \"texts\": %zu, "
+           "\"dim\": %u, \"pretokenized\": %s, \"load_s\": %.4f, \"runs\": [",
+           embedder_backend_name(e), embedder_precision(e), eo.n_threads, t.n, embedder_dim(e),
+           pretokenized ? "true" : "false", load_s);
     embedder_get_stats(e, &st0);
     for (unsigned i = 0; i < repeat; i++) {
         double w0 = seconds(CLOCK_MONOTONIC), c0 = seconds(CLOCK_PROCESS_CPUTIME_ID), w, cpu;
 
-        r = embedder_embed(e, (const char *const *)t.s, t.len, t.n, vec);
+        r = pretokenized ? embedder_embed_tokens(e, (const uint32_t *const *)ids, lens, t.n, vec)
+                         : embedder_embed(e, (const char *const *)t.s, t.len, t.n, vec);
         w = seconds(CLOCK_MONOTONIC) - w0;
         cpu = seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;
         if (r < 0)
@@ -236,6 +285,10 @@ int main(int argc, char **argv)
 out_embed:
     fprintf(stderr, "bench-embed: embedding failed: %s\n", strerror(-r));
 out:
+    for (size_t i = 0; ids && i < t.n; i++)
+        free(ids[i]);
+    free(ids);
+    free(lens);
     free(msg);
     free(vec);
     embedder_free(e);

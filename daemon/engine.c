@@ -40,6 +40,20 @@ static void on_shed_caches(void *userdata)
     search_cache_invalidate(e->cache, 0);
 }
 
+/* The monitor's GPU reader: the embed service's last reading (loop thread; never blocks). */
+static int read_gpu_memory(void *userdata, struct pressure_gpu *ret)
+{
+    struct engine *e = userdata;
+    uint64_t total, free_b, allocated;
+    int r = embed_service_device_memory(e->model, &total, &free_b, &allocated);
+
+    if (r < 0)
+        return r;
+    *ret = (struct pressure_gpu){
+        .free = free_b, .total = total, .allocated = allocated, .reserved = allocated};
+    return 0;
+}
+
 /* The job worker is gone: the daemon may finish stopping (engine_new's daemon_hold()).
  * userdata is the methods' env, like the other job hooks'. */
 static void on_worker_exited(void *userdata)
@@ -77,6 +91,7 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
     r = embed_service_new(data_dir, &e->model);
     if (r < 0)
         goto fail;
+    pressure_monitor_set_gpu(e->pressure, read_gpu_memory, e);
     r = store_open(data_dir, NULL, &e->store);
     if (r < 0) {
         log_error("cannot open the index in %s: %s", data_dir, store_last_error());

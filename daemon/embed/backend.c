@@ -66,12 +66,26 @@ int embed_backend_open(const char *name, const struct model *model,
         if (ops->abi_version != EMBED_BACKEND_ABI_VERSION || !ops->supports(&model->config))
             return -ENOTSUP;
     } else {
-        for (size_t i = 0; embed_backends[i] && !ops; i++)
-            if (embed_backends[i]->abi_version == EMBED_BACKEND_ABI_VERSION &&
-                embed_backends[i]->supports(&model->config))
+        /* auto: the first that supports the model and opens.  One that cannot run these
+         * options, or whose device is missing or full, gives way to the next (the CPU last). */
+        r = -ENOTSUP;
+        for (size_t i = 0; embed_backends[i]; i++) {
+            if (embed_backends[i]->abi_version != EMBED_BACKEND_ABI_VERSION ||
+                !embed_backends[i]->supports(&model->config))
+                continue;
+            r = embed_backends[i]->init(model, options, &ctx);
+            if (r >= 0) {
                 ops = embed_backends[i];
+                break;
+            }
+            if (r != -ENOTSUP && r != -ENODEV && r != -ENOMEM)
+                return r;
+        }
         if (!ops)
-            return -ENOTSUP;
+            return r;
+        ret->ops = ops;
+        ret->ctx = ctx;
+        return 0;
     }
     r = ops->init(model, options, &ctx);
     if (r < 0)

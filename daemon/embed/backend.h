@@ -117,9 +117,10 @@ const struct embed_backend_ops *embed_backend_find(const char *name);
 
 /*
  * Open a backend for `model`: `name` picks one ("cpu", "cuda"), NULL or "auto" takes the first
- * built-in backend whose supports() accepts the model.  Returns 0, -ENOENT (no backend of that
- * name), -ENOTSUP (it cannot run this model here), or init()'s error.  Release with
- * embed_backend_close().
+ * built-in backend whose supports() accepts the model and whose init() succeeds; one whose init()
+ * says -ENOTSUP (e.g. a precision it lacks), -ENODEV or -ENOMEM gives way to the next.  Returns
+ * 0, -ENOENT (no backend of that name), -ENOTSUP (it cannot run this model here), or init()'s
+ * error.  options may be NULL (the backend's defaults).  Release with embed_backend_close().
  */
 int embed_backend_open(const char *name, const struct model *model,
                        const struct embed_backend_options *options, struct embed_backend *ret);

@@ -12,15 +12,21 @@
 
 #include "cpu/cpu.h"
 #include "embedder.h"
+#ifdef COARCH_HAVE_CUDA
+#include "cuda/cuda.h"
+#endif
 #include "log.h"
 #include "macro.h"
 #include "paths.h"
 #include "tokenizer.h"
 
+#define EMBED_SERVICE_GPU_BATCH_TOKENS 16384
+
 struct embed_service {
     char *model_name, *model_dir;
     const char *precision; /* what the embedder is asked for: a static string, set at start */
-    const char *backend;   /* COARCH_BACKEND as given (environment string) or NULL for auto */
+    const char *backend;   /* the backend chosen at start: "cpu" or "cuda" (static) */
+    char device[256];      /* the GPU's name when backend is "cuda", else "" */
 
     pthread_mutex_t lock; /* guards emb (its loading and every call on it) and load_error */
     struct embedder *emb;
@@ -32,28 +38,81 @@ struct embed_service {
     _Atomic(const char *) backend_name;
     _Atomic(const char *) precision_name;
 
+    /* Device memory after the last load or embed (embed_service_device_memory()). */
+    atomic_bool on_device;
+    _Atomic uint64_t dev_total, dev_free, dev_allocated;
+
     struct tokens count_tokens; /* the job worker's (embed_service_count_tokens) */
 };
 
 /*
- * The GEMM precision the model runs at: COARCH_PRECISION when set (a bad name, or one this CPU
- * cannot run, stops coarchd now, like the other settings), else "auto": int8 where the CPU
- * has AVX512_VNNI and AVX512_BF16 (retrieval on the shared eval is the same as fp32's, hybrid
- * MRR@10 0.510 vs 0.509, for 2.3 times the tokens per CPU-second), else fp32.  The CPU
- * backend is the only one, so its instructions are what matter.
+ * The backend: COARCH_BACKEND = cpu, cuda or auto (the default).  auto takes the CUDA backend
+ * when this build has it and a usable GPU is present (and says so in the log), else the CPU.
+ * cuda with no usable GPU, or in a build without CUDA, stops coarchd now with the reason:
+ * never a silent fall back to the CPU.
  */
-static int choose_precision(const char **ret)
+static int choose_backend(struct embed_service *s)
+{
+    const char *v = getenv("COARCH_BACKEND");
+    bool want_cuda = v && strcmp(v, "cuda") == 0;
+
+    if (v && v[0] && strcmp(v, "auto") != 0 && strcmp(v, "cpu") != 0 && !want_cuda) {
+        log_error("COARCH_BACKEND=%s: expected auto, cpu or cuda", v);
+        return -EINVAL;
+    }
+    s->backend = "cpu";
+    if (v && strcmp(v, "cpu") == 0)
+        return 0;
+#ifdef COARCH_HAVE_CUDA
+    {
+        char why[256];
+        if (embed_cuda_probe(why, sizeof(why)) == 0) {
+            s->backend = "cuda";
+            snprintf(s->device, sizeof(s->device), "%s", why);
+            log_info("GPU %s: embedding on the CUDA backend%s", why,
+                     want_cuda ? "" : " (COARCH_BACKEND=cpu to use the CPU)");
+            return 0;
+        }
+        if (want_cuda) {
+            log_error("COARCH_BACKEND=cuda: no usable GPU: %s", why);
+            return -ENODEV;
+        }
+        log_info("no usable GPU (%s): embedding on the CPU", why);
+    }
+#else
+    if (want_cuda) {
+        log_error("COARCH_BACKEND=cuda: this coarchd was built without CUDA (it needs nvcc and "
+                  "cuBLAS at build time: meson setup -Dcuda=enabled)");
+        return -EINVAL;
+    }
+#endif
+    return 0;
+}
+
+/*
+ * The GEMM precision the model runs at: COARCH_PRECISION when set (a bad name, or one the chosen
+ * backend cannot run here, stops coarchd now, like the other settings), else "auto".  On the
+ * CPU, auto is int8 where the CPU has AVX512_VNNI and AVX512_BF16 (retrieval on the shared eval
+ * is the same as fp32's, hybrid MRR@10 0.510 vs 0.509, for 2.3 times the tokens per
+ * CPU-second), else fp32.  On the GPU, auto is bf16 (tensor cores; fp32 is the parity path) and
+ * int8 is refused.
+ */
+static int choose_precision(const char *backend, const char **ret)
 {
     const char *v = getenv("COARCH_PRECISION"), *simd = getenv("COARCH_CPU_KERNELS"),
                *missing = NULL;
+    bool cuda = strcmp(backend, "cuda") == 0;
     enum embed_precision p;
 
     if (!v || !v[0] || strcmp(v, "auto") == 0) {
         /* COARCH_CPU_KERNELS=generic asks for the portable kernels: fp32 is theirs. */
         bool generic = simd && strcmp(simd, "generic") == 0;
-        p = !generic && embed_cpu_precision_supported(EMBED_PRECISION_INT8, NULL)
-                ? EMBED_PRECISION_INT8
-                : EMBED_PRECISION_FP32;
+        if (cuda)
+            p = EMBED_PRECISION_BF16;
+        else
+            p = !generic && embed_cpu_precision_supported(EMBED_PRECISION_INT8, NULL)
+                    ? EMBED_PRECISION_INT8
+                    : EMBED_PRECISION_FP32;
         *ret = embed_precision_name(p);
         return 0;
     }
@@ -61,7 +120,12 @@ static int choose_precision(const char **ret)
         log_error("COARCH_PRECISION=%s: expected auto, fp32, bf16 or int8", v);
         return -EINVAL;
     }
-    if (!embed_cpu_precision_supported(p, &missing)) {
+    if (cuda && p == EMBED_PRECISION_INT8) {
+        log_error("COARCH_PRECISION=int8: the CUDA backend runs fp32 or bf16 (int8 is the CPU's; "
+                  "set COARCH_BACKEND=cpu for it)");
+        return -EINVAL;
+    }
+    if (!cuda && !embed_cpu_precision_supported(p, &missing)) {
         log_error("COARCH_PRECISION=%s: this CPU or build lacks %s", v, missing);
         return -EINVAL;
     }
@@ -69,17 +133,22 @@ static int choose_precision(const char **ret)
     return 0;
 }
 
-/*
- * The backend embedder_load() is asked for.  Today that is COARCH_BACKEND passed through (unset
- * or empty: auto, the first built-in backend that supports the model); an unknown or unusable
- * backend fails the first load with a message naming it.  This is where a GPU backend's choice
- * (and its "no usable GPU" check) belongs.
- */
-static const char *choose_backend(void)
+/* Settings only the CUDA backend reads, checked at start when it is the one chosen. */
+static int check_device_settings(const struct embed_service *s)
 {
-    const char *v = getenv("COARCH_BACKEND");
-
-    return v && v[0] ? v : NULL;
+#ifdef COARCH_HAVE_CUDA
+    if (strcmp(s->backend, "cuda") == 0) {
+        char msg[160];
+        double f;
+        if (embed_cuda_memory_fraction(&f, msg, sizeof(msg)) < 0) {
+            log_error("%s", msg);
+            return -EINVAL;
+        }
+    }
+#else
+    (void)s;
+#endif
+    return 0;
 }
 
 /* The directory of `model`: itself when it names one (contains '/'), else <data dir>/models/
@@ -105,10 +174,13 @@ int embed_service_new(const char *data_dir, struct embed_service **ret)
         return -ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
     tokens_init(&s->count_tokens, false);
-    r = choose_precision(&s->precision);
+    r = choose_backend(s);
+    if (r >= 0)
+        r = choose_precision(s->backend, &s->precision);
+    if (r >= 0)
+        r = check_device_settings(s);
     if (r < 0)
         goto fail;
-    s->backend = choose_backend();
     model = getenv("COARCH_MODEL");
     if (!model || !model[0])
         model = EMBED_SERVICE_DEFAULT_MODEL;
@@ -154,8 +226,36 @@ void embed_service_status(struct embed_service *s, struct embed_service_status *
         .dim = atomic_load(&s->dim),
         .backend = backend ? backend : "",
         .precision = precision ? precision : "",
+        .selected_backend = s->backend,
+        .selected_precision = s->precision,
+        .device = s->device,
     };
     ret->loaded = ret->dim > 0;
+}
+
+/* With the lock held: remember the backend's device memory for embed_service_device_memory(),
+ * which must answer without the lock. */
+static void refresh_device_memory(struct embed_service *s)
+{
+    struct embedder_memory m;
+
+    if (!s->emb || embedder_get_memory(s->emb, &m) < 0 || !m.backend.on_device)
+        return;
+    atomic_store(&s->dev_total, m.backend.device_total);
+    atomic_store(&s->dev_free, m.backend.device_free);
+    atomic_store(&s->dev_allocated, m.backend.weights + m.backend.workspace);
+    atomic_store(&s->on_device, true);
+}
+
+int embed_service_device_memory(struct embed_service *s, uint64_t *ret_total, uint64_t *ret_free,
+                                uint64_t *ret_allocated)
+{
+    if (!atomic_load(&s->on_device))
+        return -ENODEV;
+    *ret_total = atomic_load(&s->dev_total);
+    *ret_free = atomic_load(&s->dev_free);
+    *ret_allocated = atomic_load(&s->dev_allocated);
+    return 0;
 }
 
 /* With the lock held: load the embedder if it is not loaded.  0, or <0 with load_error set. */
@@ -169,6 +269,10 @@ static int ensure_loaded(struct embed_service *s)
         return 0;
     o.precision = s->precision;
     o.backend = s->backend;
+    /* A GPU wants big batches: launches cost microseconds, a 4096-token batch leaves an H100
+     * mostly idle (research/inference.md section 4). */
+    if (strcmp(s->backend, "cuda") == 0)
+        o.max_batch_tokens = EMBED_SERVICE_GPU_BATCH_TOKENS;
     r = embedder_load(s->model_dir, &o, &s->emb, &msg);
     if (r < 0) {
         snprintf(s->load_error, sizeof(s->load_error),
@@ -181,6 +285,7 @@ static int ensure_loaded(struct embed_service *s)
     atomic_store(&s->backend_name, embedder_backend_name(s->emb));
     atomic_store(&s->precision_name, embedder_precision(s->emb));
     atomic_store(&s->dim, embedder_dim(s->emb));
+    refresh_device_memory(s);
     log_info("model %s loaded (%u dims, max %u tokens, %s backend, %s)", s->model_name,
              embedder_dim(s->emb), embedder_max_seq_length(s->emb), embedder_backend_name(s->emb),
              embedder_precision(s->emb));
@@ -232,6 +337,7 @@ int embed_service_embed_new(struct embed_service *s, const char *const *texts, c
         dim = embedder_dim(s->emb);
         out = array_alloc(n * dim, sizeof(float));
         r = out ? embedder_embed(s->emb, texts, lens, n, out) : -ENOMEM;
+        refresh_device_memory(s);
     }
     pthread_mutex_unlock(&s->lock);
     if (r < 0) {
@@ -250,8 +356,10 @@ int embed_service_embed(struct embed_service *s, const char *const *texts, const
 
     pthread_mutex_lock(&s->lock);
     r = ensure_loaded(s);
-    if (r >= 0)
+    if (r >= 0) {
         r = embedder_embed(s->emb, texts, lens, n, ret_vectors);
+        refresh_device_memory(s);
+    }
     pthread_mutex_unlock(&s->lock);
     return r;
 }

@@ -11,11 +11,12 @@
  * every other setting:
  *   - the model: COARCH_MODEL, a name under <data dir>/models or a directory (contains '/');
  *     default all-MiniLM-L6-v2;
- *   - the GEMM precision: COARCH_PRECISION (auto, fp32, bf16, int8); auto is int8 where the CPU
- *     has AVX512_VNNI and AVX512_BF16, else fp32;
- *   - the backend: COARCH_BACKEND (cpu, cuda, auto; unset means auto), handed to
- *     embedder_load(), which opens it (backend.h).  A backend that cannot run surfaces at the
- *     first load as a model_unavailable error.
+ *   - the backend: COARCH_BACKEND (auto, cpu, cuda; unset means auto).  auto is CUDA when the
+ *     build has it and a usable GPU is present, else the CPU; cuda without a usable GPU is an
+ *     error now (-ENODEV), never a quiet fall back.  The choice is handed to embedder_load();
+ *   - the GEMM precision: COARCH_PRECISION (auto, fp32, bf16, int8); auto is bf16 on the GPU,
+ *     and on the CPU int8 where it has AVX512_VNNI and AVX512_BF16, else fp32;
+ *   - COARCH_GPU_MEMORY_FRACTION, when the backend is CUDA (cuda/cuda.h).
  *
  * The lock.  Every use of the embedder goes through this module and holds its lock for one
  * embedder_embed() call: a search waits at most for the batch in flight.  The lock is never held
@@ -54,15 +55,18 @@ struct embed_service_info {
 struct embed_service_status {
     const char *name, *dir;
     bool loaded;
-    unsigned dim;          /* 0 until loaded */
-    const char *backend;   /* "" until loaded */
-    const char *precision; /* as the backend runs it; "" until loaded */
+    unsigned dim;                                      /* 0 until loaded */
+    const char *backend;                               /* "" until loaded */
+    const char *precision;                             /* as the backend runs it; "" until loaded */
+    const char *selected_backend, *selected_precision; /* chosen at start */
+    const char *device;                                /* the GPU's name, "" on the CPU */
 };
 
 /*
  * Reads the settings above; models named without a '/' are looked up in <data_dir>/models.
- * Returns 0, -EINVAL for a bad COARCH_PRECISION (logged, naming the value and what is missing),
- * or -ENOMEM.
+ * Returns 0, -EINVAL for a bad setting (logged, naming the variable, the value and what is
+ * wrong), -ENODEV for COARCH_BACKEND=cuda without a usable GPU (logged, with the reason), or
+ * -ENOMEM.
  */
 int embed_service_new(const char *data_dir, struct embed_service **ret);
 /* Frees the model too.  Accepts NULL; returns NULL. */
@@ -72,6 +76,11 @@ struct embed_service *embed_service_free(struct embed_service *s);
 const char *embed_service_model_name(const struct embed_service *s);
 /* Any thread. */
 void embed_service_status(struct embed_service *s, struct embed_service_status *ret);
+
+/* The device memory of a GPU backend as of its last load or batch (never waits for the lock):
+ * 0, or -ENODEV when the model runs on the host or is not loaded yet.  Any thread. */
+int embed_service_device_memory(struct embed_service *s, uint64_t *ret_total, uint64_t *ret_free,
+                                uint64_t *ret_allocated);
 
 /* Loads the model if needed and describes it.  Returns 0, or a negative errno with ret_err set
  * (model_unavailable is then true). */

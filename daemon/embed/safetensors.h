@@ -91,7 +91,8 @@ size_t safetensors_mapped_size(const struct safetensors *st);
  * Tell the kernel that [data, data + size) (inside the mapping, e.g. a tensor a backend has
  * copied) is no longer needed by this process: madvise(MADV_DONTNEED) on the whole pages inside
  * the range, so they stop counting in its RSS.  Later reads still work (pages fault back in
- * from the file).  Returns 0, -EINVAL for a range outside the mapping, or -errno.
+ * from the file).  Returns 0 (also for st NULL: weights not from a file), -EINVAL for a range
+ * outside the mapping, or -errno.
  */
 int safetensors_release_pages(const struct safetensors *st, const void *data, size_t size);
 

@@ -196,3 +196,8 @@ void pressure_monitor_link(struct pressure_monitor *m, struct pressure_monitor_l
     *ret = (struct pressure_monitor_link){
         .gov = m->gov, .gov_lock = &m->gov_lock, .actions = &m->actions};
 }
+
+void pressure_monitor_set_gpu(struct pressure_monitor *m, pressure_gpu_fn fn, void *userdata)
+{
+    pressure_source_set_gpu(m->src, fn, userdata);
+}

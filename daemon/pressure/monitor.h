@@ -64,5 +64,8 @@ const struct pressure_config *pressure_monitor_config(const struct pressure_moni
 /* The governor's state now, taken under its lock. */
 void pressure_monitor_snapshot(struct pressure_monitor *m, struct pressure_snapshot *ret);
 void pressure_monitor_link(struct pressure_monitor *m, struct pressure_monitor_link *ret);
+/* The reader of device memory every sample includes (pressure.h; fn NULL removes it).  It runs
+ * on the loop thread and must not block. */
+void pressure_monitor_set_gpu(struct pressure_monitor *m, pressure_gpu_fn fn, void *userdata);
 
 #endif

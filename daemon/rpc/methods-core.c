@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h"
 #include "conn.h"
 #include "daemon.h"
 #include "log.h"
@@ -24,13 +25,20 @@ static int method_ping(struct rpc_request *req, const msgpack_object *params, vo
     return rpc_request_reply_str(req, "pong");
 }
 
+/* The compute backends built into this coarchd (backend.h), best first. */
 static int pack_version(msgpack_packer *pk, void *userdata)
 {
+    uint32_t n = 0;
+
+    while (embed_backends[n])
+        n++;
     if (msgpack_pack_map(pk, 3) < 0 || proto_pack_kv_str(pk, "version", COARCH_VERSION) < 0 ||
         proto_pack_kv_int(pk, "protocol", PROTO_VERSION) < 0 ||
-        proto_pack_str(pk, "backends") < 0 || msgpack_pack_array(pk, 1) < 0 ||
-        proto_pack_str(pk, "cpu") < 0)
+        proto_pack_str(pk, "backends") < 0 || msgpack_pack_array(pk, n) < 0)
         return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        if (proto_pack_str(pk, embed_backends[i]->name) < 0)
+            return -ENOMEM;
     return 0;
 }
 

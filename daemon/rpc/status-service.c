@@ -23,7 +23,7 @@ static int pack_governor(msgpack_packer *pk, void *userdata)
     int r;
 
     pressure_monitor_snapshot(env->pressure, &s);
-    r = msgpack_pack_map(pk, 16);
+    r = msgpack_pack_map(pk, 19);
     r |= proto_pack_kv_str(pk, "level", s.level_name);
     r |= proto_pack_kv_uint(pk, "usage_bytes", s.usage);
     r |= proto_pack_kv_uint(pk, "limit_bytes", s.limit);
@@ -41,6 +41,10 @@ static int pack_governor(msgpack_packer *pk, void *userdata)
     r |= proto_pack_kv_uint(pk, "checkpoints_written", s.checkpoints_written);
     r |= proto_pack_kv_uint(pk, "oom_events", s.oom_events);
     r |= proto_pack_kv_uint(pk, "search_cache_bytes", search_cache_memory(env->cache));
+    /* The GPU backend's device memory (0 on the CPU, or before the model loads). */
+    r |= proto_pack_kv_uint(pk, "gpu_total_bytes", s.gpu_valid ? s.gpu_total : 0);
+    r |= proto_pack_kv_uint(pk, "gpu_free_bytes", s.gpu_valid ? s.gpu_free : 0);
+    r |= proto_pack_kv_uint(pk, "gpu_allocated_bytes", s.gpu_valid ? s.gpu_allocated : 0);
     return r ? -ENOMEM : 0;
 }
 
@@ -51,13 +55,17 @@ static int pack_model(msgpack_packer *pk, void *userdata)
     int r;
 
     embed_service_status(env->model, &s);
-    r = msgpack_pack_map(pk, 6);
+    r = msgpack_pack_map(pk, 9);
     r |= proto_pack_kv_str(pk, "name", s.name);
     r |= proto_pack_kv_str(pk, "dir", s.dir);
     r |= proto_pack_kv_bool(pk, "loaded", s.loaded);
     r |= proto_pack_kv_uint(pk, "dim", s.dim);
     r |= proto_pack_kv_str(pk, "backend", s.backend);
     r |= proto_pack_kv_str(pk, "precision", s.precision);
+    /* What coarchd chose at start (COARCH_BACKEND, COARCH_PRECISION), before the model loads. */
+    r |= proto_pack_kv_str(pk, "backend_selected", s.selected_backend);
+    r |= proto_pack_kv_str(pk, "precision_selected", s.selected_precision);
+    r |= proto_pack_kv_str(pk, "device", s.device);
     return r ? -ENOMEM : 0;
 }
 

@@ -24,9 +24,13 @@
 
 struct embed_service {
     char *model_name, *model_dir;
-    const char *precision; /* what the embedder is asked for: a static string, set at start */
-    const char *backend;   /* the backend chosen at start: "cpu" or "cuda" (static) */
-    char device[256];      /* the GPU's name when backend is "cuda", else "" */
+    /* What the embedder is asked for, static strings chosen at start; atomic because a GPU
+     * that cannot run the model hands it to the CPU at the first load (ensure_loaded) while
+     * `status` may read them. */
+    _Atomic(const char *) precision;
+    _Atomic(const char *) backend; /* "cpu" or "cuda" */
+    bool gpu_by_default;           /* "cuda" came from auto, not COARCH_BACKEND=cuda */
+    char device[256];              /* the GPU's name when backend is "cuda", else "" */
 
     pthread_mutex_t lock; /* guards emb (its loading and every call on it) and load_error */
     struct embedder *emb;
@@ -68,6 +72,7 @@ static int choose_backend(struct embed_service *s)
         char why[256];
         if (embed_cuda_probe(why, sizeof(why)) == 0) {
             s->backend = "cuda";
+            s->gpu_by_default = !want_cuda;
             snprintf(s->device, sizeof(s->device), "%s", why);
             log_info("GPU %s: embedding on the CUDA backend%s", why,
                      want_cuda ? "" : " (COARCH_BACKEND=cpu to use the CPU)");
@@ -175,8 +180,11 @@ int embed_service_new(const char *data_dir, struct embed_service **ret)
     pthread_mutex_init(&s->lock, NULL);
     tokens_init(&s->count_tokens, false);
     r = choose_backend(s);
-    if (r >= 0)
-        r = choose_precision(s->backend, &s->precision);
+    if (r >= 0) {
+        const char *p = NULL;
+        r = choose_precision(s->backend, &p);
+        s->precision = p;
+    }
     if (r >= 0)
         r = check_device_settings(s);
     if (r < 0)
@@ -226,9 +234,10 @@ void embed_service_status(struct embed_service *s, struct embed_service_status *
         .dim = atomic_load(&s->dim),
         .backend = backend ? backend : "",
         .precision = precision ? precision : "",
-        .selected_backend = s->backend,
-        .selected_precision = s->precision,
-        .device = s->device,
+        .selected_backend = atomic_load(&s->backend),
+        .selected_precision = atomic_load(&s->precision),
+        /* written once at start; shown while the GPU is the backend */
+        .device = strcmp(atomic_load(&s->backend), "cuda") == 0 ? s->device : "",
     };
     ret->loaded = ret->dim > 0;
 }
@@ -262,6 +271,7 @@ int embed_service_device_memory(struct embed_service *s, uint64_t *ret_total, ui
 static int ensure_loaded(struct embed_service *s)
 {
     struct embedder_options o = {0};
+    const char *cpu_precision = NULL;
     char *msg = NULL;
     int r;
 
@@ -271,9 +281,26 @@ static int ensure_loaded(struct embed_service *s)
     o.backend = s->backend;
     /* A GPU wants big batches: launches cost microseconds, a 4096-token batch leaves an H100
      * mostly idle (research/inference.md section 4). */
-    if (strcmp(s->backend, "cuda") == 0)
+    if (strcmp(o.backend, "cuda") == 0)
         o.max_batch_tokens = EMBED_SERVICE_GPU_BATCH_TOKENS;
     r = embedder_load(s->model_dir, &o, &s->emb, &msg);
+    /* A GPU picked by auto that cannot run this model (its shape, or a device already full)
+     * gives it to the CPU, at the CPU's own precision, and says so; COARCH_BACKEND=cuda never
+     * falls back. */
+    if (r < 0 && s->gpu_by_default && (r == -ENOTSUP || r == -ENODEV || r == -ENOMEM) &&
+        choose_precision("cpu", &cpu_precision) >= 0) {
+        log_warning("the GPU cannot run the model %s (%s): embedding on the CPU", s->model_name,
+                    msg ? msg : strerror(-r));
+        free(msg);
+        msg = NULL;
+        s->gpu_by_default = false;
+        s->backend = "cpu";
+        s->precision = cpu_precision;
+        o.backend = "cpu";
+        o.precision = cpu_precision;
+        o.max_batch_tokens = 0;
+        r = embedder_load(s->model_dir, &o, &s->emb, &msg);
+    }
     if (r < 0) {
         snprintf(s->load_error, sizeof(s->load_error),
                  "cannot load the embedding model %s from %s: %s", s->model_name, s->model_dir,

@@ -106,6 +106,8 @@ static void check_rows(const char *what, const float *want, const float *got, si
 
     for (size_t r = 0; r < rows; r++) {
         double c = cosine(want + r * width, got + r * width, width);
+        if (!isfinite(c))
+            c = -2; /* an Inf or NaN in a row is the worst there is, not a row to skip */
         sum += c;
         if (c < worst) {
             worst = c;
@@ -425,7 +427,9 @@ static void check_centered(const char *what, const float *want, const float *got
             double x = want[r * width + c] - mean[c], y = got[r * width + c] - mean[c];
             ab += x * y, aa += x * x, bb += y * y;
         }
-        cs = aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 1.0;
+        cs = aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
+        if (!isfinite(cs))
+            cs = -2;
         if (cs < worst)
             worst = cs, at = r;
     }
@@ -558,6 +562,87 @@ TEST(injected_alloc_failure_is_enomem_then_recovers)
     free(out), free(ref);
     batch_release(&small);
     batch_release(&big);
+    mem_model_release(&mm);
+}
+
+/* Batches of every shape the embedder sends, one context throughout: 16,384 one-token
+ * sequences (the widest grid), then a small batch in the grown workspace, then after
+ * release_memory(); and the batches the vtable must refuse, leaving the context usable. */
+TEST(batch_shapes_reuse_and_refusals)
+{
+    struct mem_model mm;
+    struct embed_backend_options o = {.max_batch_tokens = 16384, .precision = EMBED_PRECISION_FP32};
+    struct embed_backend be = {0};
+    struct batch_data wide = {0}, small;
+    float *out, *ref;
+
+    require_gpu();
+    mem_model_init(&mm, 384, 12, 2, 1536, 30522, 512, MODEL_POOLING_MEAN, 16);
+    wide.n_seqs = wide.n_tokens = 16384;
+    wide.lens = malloc(wide.n_seqs * sizeof(uint32_t));
+    wide.ids = malloc(wide.n_tokens * sizeof(uint32_t));
+    ASSERT_TRUE(wide.lens && wide.ids);
+    for (size_t i = 0; i < wide.n_seqs; i++) {
+        wide.lens[i] = 1;
+        wide.ids[i] = (uint32_t)(i * 7919 % 30522);
+    }
+    rng_seed(17);
+    batch_make(&small, 6, 300, 30522);
+    out = malloc(wide.n_seqs * 384 * sizeof(float));
+    ASSERT_OK(embed_backend_open("cuda", &mm.m, &o, &be));
+    for (int pass = 0; pass < 2; pass++) {
+        struct embed_batch b = {wide.ids, wide.lens, wide.n_seqs, wide.n_tokens};
+        struct embed_batch c = {small.ids, small.lens, small.n_seqs, small.n_tokens};
+
+        ASSERT_OK(be.ops->encode_batch(be.ctx, &b, out));
+        ref = encode_with("cpu", &mm.m, EMBED_PRECISION_FP32, &wide);
+        check_rows("16384 one-token sequences", ref, out, wide.n_seqs, 384, FP32_MIN_COSINE);
+        free(ref);
+        ASSERT_OK(be.ops->encode_batch(be.ctx, &c, out));
+        ref = encode_with("cpu", &mm.m, EMBED_PRECISION_FP32, &small);
+        check_rows("a small batch after it", ref, out, small.n_seqs, 384, FP32_MIN_COSINE);
+        free(ref);
+        if (pass == 0)
+            be.ops->release_memory(be.ctx); /* the second pass regrows everything */
+    }
+    {
+        uint32_t ids[3] = {1, 30522, 2}, lens[2] = {1, 2}, zero[1] = {0};
+        struct embed_batch bad_id = {ids, lens, 2, 3}, bad_len = {ids, zero, 1, 0};
+        struct embed_batch big = {wide.ids, wide.lens, wide.n_seqs, wide.n_tokens + 1};
+
+        ASSERT_EQ(be.ops->encode_batch(be.ctx, &bad_id, out), -EINVAL);
+        ASSERT_EQ(be.ops->encode_batch(be.ctx, &bad_len, out), -EINVAL);
+        ASSERT_EQ(be.ops->encode_batch(be.ctx, &big, out), -E2BIG);
+    }
+    {
+        struct embed_batch c = {small.ids, small.lens, small.n_seqs, small.n_tokens};
+        ASSERT_OK(be.ops->encode_batch(be.ctx, &c, out));
+    }
+    embed_backend_close(&be);
+    free(out);
+    batch_release(&wide);
+    batch_release(&small);
+    mem_model_release(&mm);
+}
+
+/* COARCH_CUDA_PROFILE times every step without changing a number. */
+TEST(profiling_changes_nothing)
+{
+    struct mem_model mm;
+    struct batch_data bd;
+    float *plain, *profiled;
+
+    require_gpu();
+    mem_model_init(&mm, 384, 12, 2, 1536, 30522, 512, MODEL_POOLING_MEAN, 18);
+    rng_seed(19);
+    batch_make(&bd, 16, 512, 30522);
+    plain = encode_with("cuda", &mm.m, EMBED_PRECISION_BF16, &bd);
+    setenv("COARCH_CUDA_PROFILE", "1", 1);
+    profiled = encode_with("cuda", &mm.m, EMBED_PRECISION_BF16, &bd);
+    unsetenv("COARCH_CUDA_PROFILE");
+    ASSERT_EQ(memcmp(plain, profiled, bd.n_seqs * 384 * sizeof(float)), 0);
+    free(plain), free(profiled);
+    batch_release(&bd);
     mem_model_release(&mm);
 }
 

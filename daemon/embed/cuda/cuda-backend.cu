@@ -90,9 +90,9 @@ struct cuda_ctx {
     /* COARCH_CUDA_PROFILE=1: time every step with events (serialises nothing, costs ~1%);
      * the totals are logged when the context is freed.  prof[0] GEMMs, prof[1] our kernels. */
     bool profile;
-    cudaEvent_t ev[2 + 8 * 64];
-    int n_ev;
-    bool ev_is_gemm[2 + 8 * 64];
+    cudaEvent_t ev[3 + 8 * 64]; /* before and after the embedding, 8 per layer, the pool */
+    int n_ev, n_ev_created;
+    bool ev_is_gemm[3 + 8 * 64];
     double prof_ms[2];
     unsigned long prof_batches, prof_tokens;
 
@@ -154,13 +154,23 @@ static bool blas_loaded;
  * reason goes to msg. */
 static int blas_load(char *msg, size_t msg_len)
 {
-    static const char *const names[] = {"libcublas.so." STR(CUBLAS_VER_MAJOR), "libcublas.so"};
+    /* The major version it was built against only (another major's ABI may differ): by name
+     * through the loader's path, then where CUDA installs it. */
+    static const char *const names[] = {
+        "libcublas.so." STR(CUBLAS_VER_MAJOR),
+        "/usr/local/cuda/lib64/libcublas.so." STR(CUBLAS_VER_MAJOR),
+        "/usr/local/cuda/lib/libcublas.so." STR(CUBLAS_VER_MAJOR),
+    };
+    char first[200] = "";
     void *h = NULL;
 
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !h; i++)
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !h; i++) {
         h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h && i == 0)
+            snprintf(first, sizeof(first), "%s", dlerror());
+    }
     if (!h) {
-        snprintf(msg, msg_len, "cannot load cuBLAS (%s): %s", names[0], dlerror());
+        snprintf(msg, msg_len, "cannot load cuBLAS: %s", first);
         return -ENODEV;
     }
     blas_api.create = (decltype(blas_api.create))dlsym(h, "cublasCreate_v2");
@@ -564,6 +574,7 @@ static void *cuda_free_ctx(void *ctx)
     cudaSetDevice(c->device);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
+    (void)cudaGetLastError();
     if (c->profile) {
         double all = c->prof_ms[0] + c->prof_ms[1];
         log_info("cuda profile: %lu batches, %lu tokens: GEMMs %.1f ms (%.0f%%), our kernels "
@@ -571,7 +582,7 @@ static void *cuda_free_ctx(void *ctx)
                  c->prof_batches, c->prof_tokens, c->prof_ms[0],
                  all > 0 ? 100.0 * c->prof_ms[0] / all : 0.0, c->prof_ms[1],
                  all > 0 ? 100.0 * c->prof_ms[1] / all : 0.0);
-        for (size_t i = 0; i < sizeof(c->ev) / sizeof(c->ev[0]); i++)
+        for (int i = 0; i < c->n_ev_created; i++)
             cudaEventDestroy(c->ev[i]);
     }
     if (c->blas)
@@ -650,8 +661,11 @@ static int cuda_init(const struct model *model, const struct embed_backend_optio
             log_debug("cuda: profiling covers 64 layers at most");
         } else {
             c->profile = true;
-            for (size_t i = 0; r >= 0 && i < sizeof(c->ev) / sizeof(c->ev[0]); i++)
+            for (size_t i = 0; r >= 0 && i < sizeof(c->ev) / sizeof(c->ev[0]); i++) {
                 r = cuda_errno(cudaEventCreate(&c->ev[i]), "cudaEventCreate");
+                if (r >= 0)
+                    c->n_ev_created++;
+            }
         }
     }
     if (r < 0) {
@@ -702,7 +716,10 @@ static void mark(struct cuda_ctx *c, bool gemm)
     if (!c->profile || c->n_ev >= (int)(sizeof(c->ev) / sizeof(c->ev[0])))
         return;
     c->ev_is_gemm[c->n_ev] = gemm;
-    cudaEventRecord(c->ev[c->n_ev++], c->stream);
+    if (cudaEventRecord(c->ev[c->n_ev], c->stream) == cudaSuccess)
+        c->n_ev++;
+    else
+        (void)cudaGetLastError(); /* a lost mark must not fail the next launch */
 }
 
 /* After the batch's sync: add the steps' times to the totals. */

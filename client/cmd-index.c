@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -283,6 +284,32 @@ static int report_end(struct client *cl, const msgpack_object *job)
     return CLIENT_EXIT_FAILED;
 }
 
+/* Without a PATH: the root of the git work tree around the working directory (the nearest
+ * ancestor holding .git), as `git` itself finds it; outside one, the working directory.
+ * malloc'd; NULL with errno set. */
+static char *repository_root(void)
+{
+    char *dir = realpath(".", NULL), probe[PATH_MAX + 8];
+    size_t len;
+
+    if (!dir)
+        return NULL;
+    for (len = strlen(dir);;) {
+        struct stat st;
+        snprintf(probe, sizeof(probe), "%.*s/.git", (int)len, dir);
+        if (lstat(probe, &st) == 0) {
+            dir[len ? len : 1] = '\0';
+            return dir;
+        }
+        while (len > 0 && dir[len - 1] != '/')
+            len--;
+        if (len <= 1)
+            break;
+        len--; /* drop the '/' too */
+    }
+    return dir; /* no work tree: the working directory itself (dir is intact past len) */
+}
+
 static int index_run(struct client *cl, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -306,13 +333,12 @@ static int index_run(struct client *cl, int argc, char **argv)
         else if (opt == 'q')
             w.quiet = true;
     }
-    if (optind >= argc)
-        return client_usage_error(cmd, "missing the directory to index");
     if (optind + 1 < argc)
         return client_usage_error(cmd, "one directory at a time (got '%s' too)", argv[optind + 1]);
-    root = realpath(argv[optind], NULL);
+    root = optind < argc ? realpath(argv[optind], NULL) : repository_root();
     if (!root) {
-        fprintf(stderr, "coarchctl index: %s: %s\n", argv[optind], strerror(errno));
+        fprintf(stderr, "coarchctl index: %s: %s\n", optind < argc ? argv[optind] : ".",
+                strerror(errno));
         return CLIENT_EXIT_FAILED;
     }
 
@@ -363,12 +389,14 @@ out:
 const struct client_command client_cmd_index = {
     .name = "index",
     .summary = "Index a directory (incrementally) for search",
-    .usage = "index [--wait] [--quiet] [--json] PATH",
+    .usage = "index [--wait] [--quiet] [--json] [PATH]",
     .help = "Queues a job that indexes PATH: files git would track (.gitignore honoured),\n"
             "skipping binary, vendored and very large files.  Re-indexing is incremental:\n"
             "unchanged files cost a hash, deleted files leave the index.  Without --wait it\n"
             "prints the job id and state (\"job 3 queued: /src/app\") and returns; a directory\n"
-            "that already has a queued or running job gets that job.\n"
+            "that already has a queued or running job gets that job.  Without PATH, the git\n"
+            "work tree around the current directory (the nearest ancestor with .git), else the\n"
+            "current directory.\n"
             "\n"
             "Options:\n"
             "  -w, --wait   follow the job to its end: progress on stderr (one line rewritten\n"

@@ -176,7 +176,66 @@ static void display_path(const msgpack_object *hit, bool repo_given, const char 
         memmove(buf, buf + cwdlen + 1, strlen(buf + cwdlen + 1) + 1);
 }
 
-static void print_hits(const msgpack_object *res, const char *query, bool repo_given)
+enum search_output {
+    SEARCH_OUTPUT_PEOPLE,  /* location, score, symbol, snippet */
+    SEARCH_OUTPUT_VIMGREP, /* path:line:col:text, one line per hit */
+    SEARCH_OUTPUT_FILES,   /* each file once, best first */
+};
+
+/* The first line of a hit's snippet, for the one-line form. */
+static void first_line(const msgpack_object *hit, const char **ret, size_t *ret_len)
+{
+    const char *snippet = "", *nl;
+    size_t len = 0;
+
+    (void)proto_get_str(hit, "snippet", &snippet, &len);
+    nl = memchr(snippet, '\n', len);
+    *ret = snippet;
+    *ret_len = nl ? (size_t)(nl - snippet) : len;
+}
+
+/* --vimgrep and -l: paths people can open from here (relative to the working directory inside
+ * it, else absolute), whatever --repo said. */
+static void print_lines(const msgpack_object *results, enum search_output output, const char *cwd)
+{
+    char where[2 * PATH_MAX + 2], prev[64][2 * PATH_MAX + 2];
+    size_t n_prev = 0;
+
+    for (uint32_t i = 0; i < results->via.array.size; i++) {
+        const msgpack_object *hit = &results->via.array.ptr[i];
+        uint64_t start = 0;
+        const char *text;
+        size_t tlen;
+        bool seen = false;
+
+        display_path(hit, false, cwd, where, sizeof(where));
+        if (output == SEARCH_OUTPUT_FILES) {
+            for (size_t k = 0; k < n_prev && !seen; k++)
+                seen = strcmp(prev[k], where) == 0;
+            for (uint32_t k = 0; k < i && !seen && n_prev == ELEMENTSOF(prev); k++) {
+                char other[2 * PATH_MAX + 2];
+                display_path(&results->via.array.ptr[k], false, cwd, other, sizeof(other));
+                seen = strcmp(other, where) == 0;
+            }
+            if (seen)
+                continue;
+            if (n_prev < ELEMENTSOF(prev))
+                snprintf(prev[n_prev++], sizeof(prev[0]), "%s", where);
+            put_sanitized(where, strlen(where));
+            putchar('\n');
+            continue;
+        }
+        (void)proto_get_uint(hit, "start_line", &start);
+        first_line(hit, &text, &tlen);
+        put_sanitized(where, strlen(where));
+        printf(":%" PRIu64 ":1:", start);
+        put_sanitized(text, tlen);
+        putchar('\n');
+    }
+}
+
+static void print_hits(const msgpack_object *res, const char *query, bool repo_given,
+                       enum search_output output)
 {
     const msgpack_object *results = proto_map_get(res, "results");
     const struct style *st = use_color() ? &color : &plain;
@@ -187,7 +246,14 @@ static void print_hits(const msgpack_object *res, const char *query, bool repo_g
     if (!getcwd(cwd, sizeof(cwd)))
         cwd[0] = '\0';
     if (!results || results->type != MSGPACK_OBJECT_ARRAY || results->via.array.size == 0) {
-        fprintf(stderr, "coarchctl search: no results for '%s'\n", query);
+        /* The query as typed, but not a pasted file's worth of it. */
+        int n = (int)strlen(query);
+        fprintf(stderr, "coarchctl search: no results for '%.*s%s'\n", n > 60 ? 57 : n, query,
+                n > 60 ? "..." : "");
+        return;
+    }
+    if (output != SEARCH_OUTPUT_PEOPLE) {
+        print_lines(results, output, cwd);
         return;
     }
     for (uint32_t i = 0; i < results->via.array.size; i++) {
@@ -242,25 +308,83 @@ static char *join_words(int argc, char **argv)
     return q;
 }
 
+/* The query from standard input ("-"): at most SEARCH_MAX_STDIN bytes, trailing blanks cut. */
+#define SEARCH_MAX_STDIN (1u << 20)
+
+static char *read_stdin_query(void)
+{
+    char *q = malloc(SEARCH_MAX_STDIN + 1);
+    size_t n = 0, got;
+
+    if (!q)
+        return NULL;
+    while (n < SEARCH_MAX_STDIN && (got = fread(q + n, 1, SEARCH_MAX_STDIN - n, stdin)) > 0)
+        n += got;
+    while (n > 0 && isspace((unsigned char)q[n - 1]))
+        n--;
+    q[n] = '\0';
+    return q;
+}
+
+/*
+ * The indexed repository the working directory is in (the deepest, when they nest), as a
+ * malloc'd path in *ret (NULL: none, or the daemon cannot say); and how many are indexed.
+ */
+static int repo_of_cwd(struct client *cl, char **ret, uint32_t *ret_n)
+{
+    const msgpack_object *repos;
+    struct proto_msg *resp;
+    char *cwd = realpath(".", NULL);
+    size_t best = 0;
+    int r;
+
+    *ret = NULL;
+    *ret_n = 0;
+    r = client_call(cl, "repos", &resp);
+    if (r != CLIENT_EXIT_OK) {
+        free(cwd);
+        return r;
+    }
+    repos = proto_map_get(&resp->result, "repos");
+    if (repos && repos->type == MSGPACK_OBJECT_ARRAY) {
+        *ret_n = repos->via.array.size;
+        for (uint32_t i = 0; cwd && i < repos->via.array.size; i++) {
+            const char *p;
+            size_t len;
+            if (proto_get_str(&repos->via.array.ptr[i], "path", &p, &len) < 0 || len <= best)
+                continue;
+            if (strncmp(cwd, p, len) == 0 && (cwd[len] == '\0' || cwd[len] == '/' || len == 1)) {
+                free(*ret);
+                *ret = strndup(p, len);
+                best = len;
+            }
+        }
+    }
+    proto_msg_free(resp);
+    free(cwd);
+    return CLIENT_EXIT_OK;
+}
+
 static int search_run(struct client *cl, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"repo", required_argument, NULL, 'r'},
-        {"mode", required_argument, NULL, 'm'},
-        {"lang", required_argument, NULL, 'l'},
-        {"path", required_argument, NULL, 'p'},
-        {0},
+        {"repo", required_argument, NULL, 'r'},         {"all", no_argument, NULL, 'A'},
+        {"mode", required_argument, NULL, 'm'},         {"lang", required_argument, NULL, 'L'},
+        {"path", required_argument, NULL, 'p'},         {"vimgrep", no_argument, NULL, 'V'},
+        {"files-with-matches", no_argument, NULL, 'l'}, {0},
     };
     const struct client_command *cmd = &client_cmd_search;
     const char *mode = NULL, *lang = NULL, *glob = NULL, *repo_arg = NULL;
     char *repo = NULL, *query = NULL, *end;
+    enum search_output output = SEARCH_OUTPUT_PEOPLE;
     struct proto_msg *resp;
     msgpack_packer *pk;
     unsigned long k = 10;
-    uint32_t n_params;
+    uint32_t n_params, n_repos = 1;
+    bool all = false, implicit = false;
     int opt, r, code = CLIENT_EXIT_USAGE;
 
-    while ((opt = client_getopt(cl, cmd, argc, argv, "k:r:m:l:p:", opts, &code)) !=
+    while ((opt = client_getopt(cl, cmd, argc, argv, "k:r:m:p:l", opts, &code)) !=
            CLIENT_CONTINUE) {
         switch (opt) {
         case CLIENT_GETOPT_EXIT:
@@ -283,17 +407,31 @@ static int search_run(struct client *cl, int argc, char **argv)
                                           optarg);
             mode = optarg;
             break;
-        case 'l':
+        case 'L':
             lang = optarg;
             break;
         case 'p':
             glob = optarg;
             break;
+        case 'A':
+            all = true;
+            break;
+        case 'V':
+            output = SEARCH_OUTPUT_VIMGREP;
+            break;
+        case 'l':
+            output = SEARCH_OUTPUT_FILES;
+            break;
         }
     }
     if (optind >= argc)
-        return client_usage_error(cmd, "missing the query");
-    query = join_words(argc - optind, argv + optind);
+        return client_usage_error(cmd, "missing the query ('-' reads it from standard input)");
+    if (all && repo_arg)
+        return client_usage_error(cmd, "--all and --repo exclude each other");
+    if (argc - optind == 1 && strcmp(argv[optind], "-") == 0)
+        query = read_stdin_query();
+    else
+        query = join_words(argc - optind, argv + optind);
     if (!query) {
         fprintf(stderr, "coarchctl: out of memory\n");
         return CLIENT_EXIT_FAILED;
@@ -319,6 +457,13 @@ static int search_run(struct client *cl, int argc, char **argv)
     r = client_connect(cl, 0);
     if (r != CLIENT_EXIT_OK)
         goto out;
+    /* Inside an indexed repository, that repository (as git and rg keep to the work tree). */
+    if (!repo && !all) {
+        r = repo_of_cwd(cl, &repo, &n_repos);
+        if (r != CLIENT_EXIT_OK)
+            goto out;
+        implicit = repo != NULL;
+    }
     n_params = 2 + !!repo + !!mode + !!lang + !!glob;
     r = client_request_begin(cl, "search", n_params, &pk);
     if (r != CLIENT_EXIT_OK)
@@ -339,7 +484,18 @@ static int search_run(struct client *cl, int argc, char **argv)
     if (cl->json)
         client_print_json(cl, &resp->result);
     else
-        print_hits(&resp->result, query, repo != NULL);
+        print_hits(&resp->result, query, repo != NULL && !implicit, output);
+    {
+        const msgpack_object *res = proto_map_get(&resp->result, "results");
+        bool none = !res || res->type != MSGPACK_OBJECT_ARRAY || res->via.array.size == 0;
+        /* Nothing found because nothing is indexed: say so, and fail like a missing --repo. */
+        if (none && !repo && (all || n_repos == 0) &&
+            repo_of_cwd(cl, &repo, &n_repos) == CLIENT_EXIT_OK && n_repos == 0) {
+            fprintf(stderr, "coarchctl search: nothing is indexed yet: index a repository "
+                            "first (coarchctl index DIR)\n");
+            r = CLIENT_EXIT_FAILED;
+        }
+    }
     proto_msg_free(resp);
 out:
     free(repo);
@@ -350,18 +506,26 @@ out:
 const struct client_command client_cmd_search = {
     .name = "search",
     .summary = "Search indexed code by meaning and by words",
-    .usage = "search [--json] [-k N] [--repo DIR] [--mode semantic|lexical|hybrid]\n"
-             "                 [--lang LANG] [--path GLOB] [--] QUERY...",
-    .help = "The QUERY words are joined with spaces.  Every indexed repository is searched\n"
-            "unless --repo names one ('--repo .' is the current directory).  Each hit prints\n"
-            "as PATH:START-END  SCORE  SYMBOL, then the first lines of the chunk.\n"
+    .usage = "search [--json|--vimgrep|-l] [-k N] [--repo DIR|--all]\n"
+             "                 [--mode semantic|lexical|hybrid] [--lang LANG] [--path GLOB]\n"
+             "                 [--] QUERY...|-",
+    .help = "The QUERY words are joined with spaces; '-' reads the query from standard input.\n"
+            "Inside an indexed repository only that repository is searched (the deepest one\n"
+            "when they nest); elsewhere, or with --all, every indexed repository.  Each hit\n"
+            "prints as PATH:START-END  SCORE  SYMBOL, then the first lines of the chunk.\n"
             "\n"
             "Options:\n"
             "  -k N                 number of results, 1..1000 (default 10)\n"
             "  -r, --repo DIR       search only the repository indexed at DIR\n"
+            "      --all            search every indexed repository, wherever you are\n"
             "  -m, --mode MODE      semantic (embeddings), lexical (BM25 over words and\n"
             "                       identifiers) or hybrid (both, fused; the default)\n"
-            "  -l, --lang LANG      only chunks in this language (python, c, go, ...)\n"
+            "      --lang LANG      only chunks in this language (python, c, go, ...; an\n"
+            "                       unknown name is refused with the list of known ones)\n"
+            "      --vimgrep        one line per hit, PATH:LINE:COLUMN:TEXT, for editors\n"
+            "                       and pipes (as ripgrep --vimgrep)\n"
+            "  -l, --files-with-matches\n"
+            "                       only the files of the hits, each once, best first\n"
             "  -p, --path GLOB      only files matching GLOB: without '/' it matches the\n"
             "                       file name ('*.py'), with '/' the path in the repository\n"
             "                       ('src/*.c', '**' allowed); 'dir/' is a directory prefix\n"
@@ -370,7 +534,8 @@ const struct client_command client_cmd_search = {
             "                       semantic_score, lexical_score, semantic_rank,\n"
             "                       lexical_rank, snippet}]}; lines are 1-based, inclusive\n"
             "\n"
-            "Exit status 1 when the daemon reports an error, e.g. a --repo that is not indexed.\n"
+            "Exit status 1 when the daemon reports an error, e.g. a --repo that is not indexed,\n"
+            "or when nothing is indexed yet.\n"
             "Colour is off when stdout is not a terminal or NO_COLOR is set.\n",
     .run = search_run,
 };

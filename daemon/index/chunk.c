@@ -33,6 +33,8 @@
  */
 #include "chunk.h"
 
+#include <ctype.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,8 @@
 #include "macro.h"
 
 /* ---- languages ---------------------------------------------------------------------------- */
+
+#define GRAMMAR_NAMES_MAX 32 /* tree-sitter grammars, at most (chunk-tree.c has 10) */
 
 struct ext_map {
     const char *ext; /* ".py", or a whole file name without a dot prefix */
@@ -225,6 +229,55 @@ static const char *language_canonical(const char *language)
         if (strcmp(ext_maps[i].language, language) == 0)
             return ext_maps[i].language;
     return NULL;
+}
+
+/* What people type for a language, beyond its own name (matched without regard to case). */
+static const struct ext_map language_aliases[] = {
+    {"py", "python"},     {"python3", "python"}, {"js", "javascript"}, {"node", "javascript"},
+    {"ts", "typescript"}, {"c++", "cpp"},        {"cxx", "cpp"},       {"golang", "go"},
+    {"rs", "rust"},       {"sh", "shell"},       {"bash", "shell"},    {"md", "markdown"},
+    {"txt", "text"},
+};
+
+const char *chunk_language_lookup(const char *name)
+{
+    char lower[32];
+    size_t n = name ? strlen(name) : 0;
+    const char *found;
+
+    if (n == 0 || n >= sizeof(lower))
+        return NULL;
+    for (size_t i = 0; i <= n; i++)
+        lower[i] = (char)tolower((unsigned char)name[i]);
+    if (strcmp(lower, "text") == 0)
+        return "text";
+    found = language_canonical(lower);
+    for (size_t i = 0; !found && i < ELEMENTSOF(language_aliases); i++)
+        if (strcmp(language_aliases[i].ext, lower) == 0)
+            found = language_canonical(language_aliases[i].language);
+    return found;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+size_t chunk_language_list(const char **ret, size_t max)
+{
+    const char *all[ELEMENTSOF(ext_maps) + GRAMMAR_NAMES_MAX + 1];
+    size_t n = 0, out = 0;
+
+    for (int g = 0; chunk_grammar_name(g) && n < GRAMMAR_NAMES_MAX; g++)
+        all[n++] = chunk_grammar_name(g);
+    for (size_t i = 0; i < ELEMENTSOF(ext_maps); i++)
+        all[n++] = ext_maps[i].language;
+    all[n++] = "text";
+    qsort(all, n, sizeof(all[0]), cmp_str);
+    for (size_t i = 0; i < n; i++)
+        if ((i == 0 || strcmp(all[i], all[i - 1]) != 0) && out < max)
+            ret[out++] = all[i];
+    return out;
 }
 
 /*

@@ -117,6 +117,13 @@ bool chunker_has_grammars(void);
 const char *chunk_detect_language(const char *path, const char *content, size_t len);
 bool chunk_language_has_grammar(const char *language);
 
+/* The language a user means by `name` ("python", "Python", "py", "c++", ...): its static
+ * canonical name as chunks record it, or NULL when coarch knows no such language. */
+const char *chunk_language_lookup(const char *name);
+/* Every language name coarch records, sorted, at most max of them into ret (static strings);
+ * returns how many. */
+size_t chunk_language_list(const char **ret, size_t max);
+
 /*
  * Chunk one file.  path is the name shown in each chunk's header (repository-relative) and
  * selects the language; content need not be NUL-terminated, may hold any bytes, and is only

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chunk.h"
 #include "clock.h"
 #include "embed-service.h"
 #include "macro.h"
@@ -200,6 +201,34 @@ static void search_done(int status, void *userdata)
     search_op_free(op);
 }
 
+/* The language filter as chunks record it ("Python", "py" -> "python"); an unknown one is
+ * answered invalid_params with every name coarch knows, rather than a search that can only
+ * find nothing.  False once it has answered. */
+static bool check_language(struct search_op *op)
+{
+    const char *canon = chunk_language_lookup(op->language), *names[64];
+    char list[1024];
+    size_t n, at = 0;
+
+    if (canon) {
+        char *c = strdup(canon);
+        if (!c) {
+            rpc_request_reply_errno(op->req, -ENOMEM, "out of memory");
+            return false;
+        }
+        free(op->language);
+        op->language = c;
+        return true;
+    }
+    n = chunk_language_list(names, ELEMENTSOF(names));
+    list[0] = '\0';
+    for (size_t i = 0; i < n && at < sizeof(list); i++)
+        at += (size_t)snprintf(list + at, sizeof(list) - at, "%s%s", i ? ", " : "", names[i]);
+    rpc_request_reply_error(op->req, PROTO_ERROR_INVALID_PARAMS,
+                            "unknown language \"%.64s\": coarch knows %s", op->language, list);
+    return false;
+}
+
 /* Reads and checks the optional parameters after `query`; false once it has answered. */
 static bool search_params(struct search_op *op, const msgpack_object *params)
 {
@@ -241,6 +270,8 @@ static bool search_params(struct search_op *op, const msgpack_object *params)
                                 "\"path\" and \"lang\" must be strings");
         return false;
     }
+    if (op->language && !check_language(op))
+        return false;
     /* Fusion knobs for tuning and experiments (PROTOCOL.md: optional, positive numbers). */
     static const char *const knobs[] = {"rrf_k", "semantic_weight", "lexical_weight"};
     double *knob_dst[] = {&op->sr.rrf_k, &op->sr.semantic_weight, &op->sr.lexical_weight};

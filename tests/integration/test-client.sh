@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test-client.sh - coarchctl against the real coarchd: help and version without a daemon,
-# exit codes, autostart (single daemon even when clients race), status --json, --socket
-# pass-through, a daemon that fails to start, and shutdown.
+# exit codes, autostart (single daemon even when clients race), status --json, a search
+# before anything is indexed, --socket pass-through, a daemon that fails to start, and
+# shutdown.
 #
 # Env (set by meson): COARCHCTL, COARCHD.  Everything runs in a temporary directory with its
 # own COARCH_SOCKET and COARCH_DATA_DIR; every daemon this test caused is killed on exit.
@@ -129,6 +130,13 @@ python3 -c 'import json, sys; d = json.load(sys.stdin); assert d["daemon"]["prot
 run "ping --json" 0 ping --json
 python3 -c 'import json, sys; d = json.load(sys.stdin); assert d["result"] == "pong"
 assert d["rtt_ms"] >= 0' <<<"$out" || fail "ping --json: $out"
+
+# ---- a search before anything is indexed says so and fails (lexical: no model needed) ----
+run "search with nothing indexed" 1 search --mode lexical parse config &&
+    contains "nothing indexed" "$err" "nothing is indexed yet" &&
+    contains "how to index" "$err" "coarchctl index"
+run "search --all with nothing indexed" 1 search --all --mode lexical parse config &&
+    contains "nothing indexed (--all)" "$err" "nothing is indexed yet"
 
 # ---- shutdown ----
 run "shutdown" 0 shutdown && contains "shutdown" "$out" "stopped"

@@ -8,8 +8,10 @@
 # found from a description of it (semantic, hybrid) and by its name (lexical); the JSON contract
 # of DESIGN.md section 7 (lines 1-based, inclusive, within the file); --lang and --path filters;
 # incremental re-index after an edit, a delete and a rename, and an unchanged re-index that
-# indexes nothing; a job cancelled midway (search still works, indexing again completes); and
-# the errors for a missing directory and a repository that is not indexed.
+# indexes nothing; a job cancelled midway (search still works, indexing again completes); the
+# errors for a missing directory and a repository that is not indexed; and the shell's habits:
+# search scoped to the repository around the working directory (--all for every one), index
+# with no path, the query from stdin, --vimgrep and -l, --lang checked and case-insensitive.
 #
 # Needs the model (all-MiniLM-L6-v2, `scripts/fetch-model`) in $COARCH_TEST_MODEL_DIR or the
 # default models directory: without it the test skips (77), or fails when CI is set.
@@ -522,6 +524,60 @@ assert d['dim'] == 384 and len(d['vectors']) == 2, d.keys()
 for v in d['vectors']:
     assert len(v) == 384 and abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3"
 run "embed" 0 embed "open a file" && contains "embed human" "$out" "norm 1.0000"
+
+# ---- 8. habits of the shell: scope, index without a path, stdin, one-line forms, --lang ------
+section "8. shell habits"
+other=$tmp/other
+mkdir -p "$other"
+printf 'def parse_config_file_elsewhere(path):\n    """Another parse_config_file."""\n    return path\n' \
+    >"$other/elsewhere.py"
+run "index another repository" 0 index --wait --quiet "$other"
+pushd "$repo/src" >/dev/null || exit 1
+run "index with no path (inside the repo)" 0 index --wait --json &&
+    check "indexes the work tree's root" "assert d['repo'] == '$repo', d['repo']"
+run "search inside a repo" 0 search --json -k 50 --mode lexical parse_config_file &&
+    check "only that repository" "$py_helpers
+
+assert res, 'no results'
+assert {r['repo'] for r in res} == {'$repo'}, {r['repo'] for r in res}"
+run "search --all inside a repo" 0 search --json -k 50 --mode lexical --all parse_config_file &&
+    check "every repository" "$py_helpers
+assert {'$repo', '$other'} <= {r['repo'] for r in res}, res"
+run "search --all --repo" 2 search --all --repo "$repo" x
+run "query from stdin" 0 search --json -k 3 --mode lexical - <<<"parse_config_file" &&
+    check "stdin query" "$py_helpers
+assert res and res[0]['symbol'] == 'parse_config_file', res[:1]"
+run "--vimgrep" 0 search --vimgrep -k 5 --mode lexical parse_config_file &&
+    python3 - "$out" <<'PY' || fail "--vimgrep lines: $out"
+import os, re, sys
+lines = sys.argv[1].splitlines()
+assert lines, "no lines"
+for l in lines:
+    m = re.match(r"^([^:]+):(\d+):1:(.*)$", l)
+    assert m, l
+    assert os.path.isfile(m.group(1)), m.group(1)  # openable from here
+    text = open(m.group(1), encoding="utf-8").read().split("\n")[int(m.group(2)) - 1]
+    assert text.rstrip() == m.group(3).rstrip(), (text, m.group(3))
+PY
+run "-l" 0 search -l -k 20 settings from a file &&
+    python3 - "$out" <<'PY' || fail "-l lines: $out"
+import os, sys
+lines = sys.argv[1].splitlines()
+assert lines and len(lines) == len(set(lines)), lines
+assert all(os.path.isfile(l) for l in lines), lines
+PY
+run "--lang klingon" 1 search --lang klingon x &&
+    contains "--lang klingon" "$err" "unknown language" && contains "lists languages" "$err" "python"
+run "--lang Python" 0 search --json -k 20 --lang Python settings &&
+    check "--lang is case-insensitive" "$py_helpers
+assert res and {r['language'] for r in res} == {'python'}"
+run "--lang py" 0 search --json -k 20 --lang py settings &&
+    check "--lang alias" "$py_helpers
+assert res and {r['language'] for r in res} == {'python'}"
+long=$(head -c 5000 /dev/zero | tr '\0' 'q')
+run "no results for a long query" 0 search --mode lexical "$long" &&
+    [[ ${#err} -lt 200 ]] || fail "a long query is echoed whole: ${#err} bytes"
+popd >/dev/null || exit 1
 
 section "done"
 if [[ $failures -gt 0 ]]; then

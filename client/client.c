@@ -316,7 +316,12 @@ static void print_daemon_error(struct client *cl, int64_t code, const char *msg,
 {
     const char *name = proto_error_code_name((int)CLAMP(code, INT32_MIN, INT32_MAX));
 
-    fprintf(stderr, "coarchctl: %s: %.*s (%s, code %lld)\n", cl->method ? cl->method : "?",
+    /* Named by the command the user typed, not the protocol's method ("cancel", not
+     * "job.cancel"): one prefix for every message of a command. */
+    fprintf(stderr, "coarchctl %s: %.*s (%s, code %lld)\n",
+            cl->command  ? cl->command
+            : cl->method ? cl->method
+                         : "?",
             (int)MIN(len, (size_t)INT32_MAX), msg, name, (long long)code);
     if (cl->json) {
         msgpack_sbuffer sb;

@@ -50,13 +50,14 @@ enum client_exit {
 #define CLIENT_CONTINUE (-1)
 
 struct client {
-    char *socket_path;  /* absolute; owned */
-    bool socket_given;  /* --socket was given: autostart passes it on to coarchd */
-    bool json;          /* --json */
-    bool autostart;     /* false with --no-autostart */
-    int timeout_ms;     /* --timeout; < 0 = wait forever */
-    struct conn *conn;  /* set by client_connect(); freed by main */
-    const char *method; /* method of the request in flight, for messages; borrowed */
+    char *socket_path;   /* absolute; owned */
+    bool socket_given;   /* --socket was given: autostart passes it on to coarchd */
+    bool json;           /* --json */
+    bool autostart;      /* false with --no-autostart */
+    int timeout_ms;      /* --timeout; < 0 = wait forever */
+    struct conn *conn;   /* set by client_connect(); freed by main */
+    const char *method;  /* method of the request in flight; borrowed */
+    const char *command; /* the subcommand running ("cancel"), for messages; borrowed */
 };
 
 struct client_command {

@@ -257,10 +257,11 @@ static int report_end(struct client *cl, const msgpack_object *job)
             char repo[PATH_MAX];
             get_s(job, "repo", repo, sizeof(repo));
             format_took(get_d(job, "elapsed_s", 0), took, sizeof(took));
-            printf("indexed %s: %" PRIu64 " files (%" PRIu64 " unchanged, %" PRIu64
-                   " deleted), %" PRIu64 " chunks in %s, %" PRIu64 " error%s\n",
-                   repo, get_u(job, "files_done"), get_u(job, "files_unchanged"),
-                   get_u(job, "files_deleted"), get_u(job, "chunks_done"), took,
+            uint64_t files = get_u(job, "files_done"), chunks = get_u(job, "chunks_done");
+            printf("indexed %s: %" PRIu64 " file%s (%" PRIu64 " unchanged, %" PRIu64
+                   " deleted), %" PRIu64 " chunk%s in %s, %" PRIu64 " error%s\n",
+                   repo, files, files == 1 ? "" : "s", get_u(job, "files_unchanged"),
+                   get_u(job, "files_deleted"), chunks, chunks == 1 ? "" : "s", took,
                    get_u(job, "errors"), get_u(job, "errors") == 1 ? "" : "s");
         }
         return CLIENT_EXIT_OK;

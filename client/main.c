@@ -111,6 +111,7 @@ static int run(struct client *cl, int argc, char **argv)
     argc -= optind;
     argv += optind;
     optind = 0; /* reinitialise getopt for the subcommand's own parse */
+    cl->command = cmd->name;
     return cmd->run(cl, argc, argv);
 }
 

@@ -485,7 +485,9 @@ assert j and j[0]['state'] == 'cancelled', j
 assert 0 < j[0]['chunks_done'], j
 print('    cancelled at', j[0]['chunks_done'], 'of ~', j[0]['chunks_total'], 'chunks')"
 run "jobs after cancel" 0 jobs && contains "jobs shows cancelled" "$out" "cancelled"
-run "cancel again" 1 cancel "${job:-0}" && contains "cancel again" "$err" "already cancelled"
+run "cancel again" 1 cancel "${job:-0}" && contains "cancel again" "$err" "already cancelled" &&
+    contains "named by the command" "$err" "coarchctl cancel:" &&
+    [[ $err != *job.cancel* ]] || fail "a protocol method name in a message: $err"
 run "cancel unknown job" 1 cancel 999999 && contains "cancel unknown" "$err" "999999"
 run "search after cancel" 0 search --json -k 5 --repo "$big" "parse command line arguments" &&
     check "search works on a partial index" "$py_helpers
@@ -531,7 +533,9 @@ other=$tmp/other
 mkdir -p "$other"
 printf 'def parse_config_file_elsewhere(path):\n    """Another parse_config_file."""\n    return path\n' \
     >"$other/elsewhere.py"
-run "index another repository" 0 index --wait --quiet "$other"
+run "index another repository" 0 index --wait --quiet "$other" &&
+    contains "one file, in the singular" "$out" ": 1 file (" &&
+    [[ $out != *" 1 files"* && $out != *" 1 chunks"* ]] || fail "plural for one: $out"
 pushd "$repo/src" >/dev/null || exit 1
 run "index with no path (inside the repo)" 0 index --wait --json &&
     check "indexes the work tree's root" "assert d['repo'] == '$repo', d['repo']"

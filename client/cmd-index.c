@@ -240,8 +240,61 @@ static void format_took(double s, char *buf, size_t size)
         output_format_duration_ms((uint64_t)(s * 1000), buf, size);
 }
 
+/* How many files to name after the summary without --verbose. */
+#define SKIPPED_SHOWN 5
+
+/*
+ * After the summary, what the job passed over: "skipped: 2 too large (...), 1 binary,
+ * 1 vendored directory; 1 failed" and the first SKIPPED_SHOWN of them with their reasons (all
+ * with --verbose).  Nothing when nothing was skipped.  stdout, with the summary.
+ */
+static void report_skipped(const msgpack_object *job, bool verbose)
+{
+    static const struct {
+        const char *key, *one, *many;
+    } kinds[] = {
+        {"too_large", "too large (COARCH_MAX_FILE_SIZE_KB)", "too large (COARCH_MAX_FILE_SIZE_KB)"},
+        {"binary", "binary", "binary"},
+        {"vendored", "vendored directory", "vendored directories"},
+        {"symlinks", "symbolic link", "symbolic links"},
+        {"special", "special file", "special files"},
+        {"unreadable", "unreadable", "unreadable"},
+        {"failed", "failed", "failed"},
+    };
+    const msgpack_object *sk = proto_map_get(job, "skipped"), *files;
+    bool any = false;
+
+    if (!sk)
+        return;
+    for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
+        uint64_t n = get_u(sk, kinds[i].key);
+        if (!n)
+            continue;
+        printf("%s%" PRIu64 " %s", any ? ", " : "skipped: ", n,
+               n == 1 ? kinds[i].one : kinds[i].many);
+        any = true;
+    }
+    if (!any)
+        return;
+    putchar('\n');
+    files = proto_map_get(job, "skipped_files");
+    if (!files || files->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    for (uint32_t i = 0; i < files->via.array.size && (verbose || i < SKIPPED_SHOWN); i++) {
+        const msgpack_object *f = &files->via.array.ptr[i];
+        char path[PATH_MAX], reason[32], err[128];
+        get_s(f, "path", path, sizeof(path));
+        get_s(f, "reason", reason, sizeof(reason));
+        get_s(f, "error", err, sizeof(err));
+        printf("  %s: %s%s%s\n", path, reason, err[0] ? ": " : "", err);
+    }
+    if (!verbose && files->via.array.size > SKIPPED_SHOWN)
+        printf("  ... and %u more (index --verbose, or jobs --json, lists them)\n",
+               files->via.array.size - SKIPPED_SHOWN);
+}
+
 /* The end of a waited-for job: a summary on stdout, or why it did not finish on stderr. */
-static int report_end(struct client *cl, const msgpack_object *job)
+static int report_end(struct client *cl, const msgpack_object *job, bool verbose)
 {
     char state[16], msg[256], took[32];
     uint64_t id = get_u(job, "job");
@@ -263,6 +316,7 @@ static int report_end(struct client *cl, const msgpack_object *job)
                    repo, files, files == 1 ? "" : "s", get_u(job, "files_unchanged"),
                    get_u(job, "files_deleted"), chunks, chunks == 1 ? "" : "s", took,
                    get_u(job, "errors"), get_u(job, "errors") == 1 ? "" : "s");
+            report_skipped(job, verbose);
         }
         return CLIENT_EXIT_OK;
     }
@@ -316,23 +370,26 @@ static int index_run(struct client *cl, int argc, char **argv)
     static const struct option opts[] = {
         {"wait", no_argument, NULL, 'w'},
         {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
         {0},
     };
     const struct client_command *cmd = &client_cmd_index;
     struct index_wait w = {0};
     struct proto_msg *resp;
     msgpack_packer *pk;
-    bool wait = false;
+    bool wait = false, verbose = false;
     char *root;
     int opt, r, code = CLIENT_EXIT_USAGE;
 
-    while ((opt = client_getopt(cl, cmd, argc, argv, "wq", opts, &code)) != CLIENT_CONTINUE) {
+    while ((opt = client_getopt(cl, cmd, argc, argv, "wqv", opts, &code)) != CLIENT_CONTINUE) {
         if (opt == CLIENT_GETOPT_EXIT)
             return code;
         if (opt == 'w')
             wait = true;
         else if (opt == 'q')
             w.quiet = true;
+        else if (opt == 'v')
+            verbose = true;
     }
     if (optind + 1 < argc)
         return client_usage_error(cmd, "one directory at a time (got '%s' too)", argv[optind + 1]);
@@ -373,7 +430,7 @@ static int index_run(struct client *cl, int argc, char **argv)
         goto out;
 
     if (wait) {
-        r = report_end(cl, &resp->result);
+        r = report_end(cl, &resp->result, verbose);
     } else if (cl->json) {
         client_print_json(cl, &resp->result);
     } else {
@@ -390,7 +447,7 @@ out:
 const struct client_command client_cmd_index = {
     .name = "index",
     .summary = "Index a directory (incrementally) for search",
-    .usage = "index [--wait] [--quiet] [--json] [PATH]",
+    .usage = "index [--wait] [--quiet] [--verbose] [--json] [PATH]",
     .help = "Queues a job that indexes PATH: files git would track (.gitignore honoured),\n"
             "skipping binary, vendored and very large files.  Re-indexing is incremental:\n"
             "unchanged files cost a hash, deleted files leave the index.  Without --wait it\n"
@@ -406,6 +463,9 @@ const struct client_command client_cmd_index = {
             "               Ctrl-C stops waiting but leaves the job running\n"
             "               ('coarchctl cancel JOB' stops it).  --timeout does not apply.\n"
             "  -q, --quiet  no progress output\n"
+            "  -v, --verbose\n"
+            "               after the summary, every file skipped or failed with its reason\n"
+            "               (without it: the counts by reason and the first five)\n"
             "      --json   print the job object (with --wait: at the end)\n",
     .run = index_run,
 };

@@ -71,6 +71,9 @@ void scan_report_release(struct scan_report *report)
     for (size_t i = 0; i < report->n_error_list; i++)
         free(report->error_list[i].path);
     free(report->error_list);
+    for (size_t i = 0; i < report->n_skip_list; i++)
+        free(report->skip_list[i].path);
+    free(report->skip_list);
     *report = (struct scan_report){0};
 }
 
@@ -84,8 +87,43 @@ struct walker {
     size_t prefix_len;   /* bytes of `path` that are the prefix */
     char *buf;           /* reusable file buffer */
     size_t buf_cap;
-    size_t error_cap;
+    size_t error_cap, skip_cap;
 };
+
+const char *scan_skip_reason_name(enum scan_skip_reason reason)
+{
+    switch (reason) {
+    case SCAN_SKIP_TOO_LARGE:
+        return "too_large";
+    case SCAN_SKIP_BINARY:
+        return "binary";
+    case SCAN_SKIP_VENDORED:
+        return "vendored";
+    case SCAN_SKIP_SYMLINK:
+        return "symlink";
+    case SCAN_SKIP_SPECIAL:
+        return "special";
+    }
+    return "other";
+}
+
+/* Lists a skipped entry (the caller counted it), the first SCAN_MAX_REPORTED_SKIPS only. */
+static int report_skip(struct walker *w, const char *rel, enum scan_skip_reason reason)
+{
+    struct scan_report *rep = w->report;
+    char *p;
+
+    if (rep->n_skip_list >= SCAN_MAX_REPORTED_SKIPS)
+        return 0;
+    if (array_grow((void **)&rep->skip_list, &w->skip_cap, rep->n_skip_list + 1,
+                   sizeof(*rep->skip_list)) < 0)
+        return -ENOMEM;
+    p = strdup(rel);
+    if (!p)
+        return -ENOMEM;
+    rep->skip_list[rep->n_skip_list++] = (struct scan_skip){.path = p, .reason = reason};
+    return 0;
+}
 
 static int report_error(struct walker *w, const char *rel, int error)
 {
@@ -349,7 +387,7 @@ static int visit_file(struct walker *w, int dirfd, const char *name, const struc
 
     if ((uint64_t)st->st_size > w->opt->max_file_size) {
         w->report->too_large++;
-        return 0;
+        return report_skip(w, rel, SCAN_SKIP_TOO_LARGE);
     }
     fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
@@ -377,7 +415,7 @@ static int visit_file(struct walker *w, int dirfd, const char *name, const struc
     w->buf[len] = '\0';
     if (scan_content_is_binary(w->buf, len)) {
         w->report->binary++;
-        return 0;
+        return report_skip(w, rel, SCAN_SKIP_BINARY);
     }
     f = (struct scan_file){
         .path = rel,
@@ -440,11 +478,14 @@ static int walk_dir(struct walker *w, int dirfd, int level)
         }
         if (S_ISLNK(st.st_mode)) {
             w->report->symlinks++;
+            if (!ignore_stack_is_ignored(w->ignore, w->path, false))
+                r = report_skip(w, w->path + w->prefix_len, SCAN_SKIP_SYMLINK);
         } else if (S_ISDIR(st.st_mode)) {
             if (ignore_stack_is_ignored(w->ignore, w->path, true)) {
                 w->report->ignored++;
             } else if (!w->opt->include_vendored && scan_dir_is_vendored(name)) {
                 w->report->vendored++;
+                r = report_skip(w, w->path + w->prefix_len, SCAN_SKIP_VENDORED);
             } else if (level + 1 >= SCAN_MAX_DEPTH) {
                 r = report_error(w, w->path + w->prefix_len, -ELOOP);
             } else {
@@ -465,6 +506,7 @@ static int walk_dir(struct walker *w, int dirfd, int level)
                 r = visit_file(w, keep_fd, name, &st);
         } else {
             w->report->other++;
+            r = report_skip(w, w->path + w->prefix_len, SCAN_SKIP_SPECIAL);
         }
         w->path[dir_len] = '\0';
     }

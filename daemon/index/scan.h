@@ -56,6 +56,24 @@ struct scan_error {
     int error;  /* negative errno */
 };
 
+/* Why the walk passed over a file or directory that ignore rules did not exclude. */
+enum scan_skip_reason {
+    SCAN_SKIP_TOO_LARGE, /* a file over max_file_size */
+    SCAN_SKIP_BINARY,    /* a NUL byte in its first 8,000 bytes */
+    SCAN_SKIP_VENDORED,  /* a vendored/generated directory (node_modules, vendor, ...) */
+    SCAN_SKIP_SYMLINK,   /* never followed */
+    SCAN_SKIP_SPECIAL,   /* socket, fifo, device */
+};
+/* "too_large", "binary", "vendored", "symlink", "special". */
+const char *scan_skip_reason_name(enum scan_skip_reason reason);
+
+struct scan_skip {
+    char *path; /* relative path (a directory's for SCAN_SKIP_VENDORED) */
+    enum scan_skip_reason reason;
+};
+
+#define SCAN_MAX_REPORTED_SKIPS 100
+
 struct scan_report {
     uint64_t files;    /* accepted and passed to the callback */
     uint64_t bytes;    /* their total size */
@@ -68,6 +86,9 @@ struct scan_report {
     uint64_t errors; /* unreadable entries (first SCAN_MAX_REPORTED_ERRORS listed) */
     struct scan_error *error_list;
     size_t n_error_list;
+    /* The first SCAN_MAX_REPORTED_SKIPS of too_large, binary, vendored, symlinks and other. */
+    struct scan_skip *skip_list;
+    size_t n_skip_list;
 };
 
 void scan_report_release(struct scan_report *report);

@@ -62,7 +62,7 @@ static int pack_job(msgpack_packer *pk, const struct job *j, const struct method
 {
     int r;
 
-    r = msgpack_pack_map(pk, PROGRESS_FIELDS + 8);
+    r = msgpack_pack_map(pk, PROGRESS_FIELDS + 10);
     r |= pack_progress_fields(pk, j, env);
     r |= proto_pack_kv_uint(pk, "files_unchanged", j->progress.files_unchanged);
     r |= proto_pack_kv_uint(pk, "files_deleted", j->progress.files_deleted);
@@ -79,6 +79,26 @@ static int pack_job(msgpack_packer *pk, const struct job *j, const struct method
     r |= proto_pack_kv_uint(pk, "errors", j->scan_errors + j->file_errors);
     r |= proto_pack_kv_int(pk, "error_code", j->error);
     r |= proto_pack_kv_str(pk, "message", j->message);
+    /* What the run passed over and why: counts by reason, then the files themselves (the first
+     * hundred of each kind), so that nothing a job left out is silent. */
+    r |= proto_pack_str(pk, "skipped");
+    r |= msgpack_pack_map(pk, 7);
+    r |= proto_pack_kv_uint(pk, "too_large", j->skipped.too_large);
+    r |= proto_pack_kv_uint(pk, "binary", j->skipped.binary);
+    r |= proto_pack_kv_uint(pk, "vendored", j->skipped.vendored);
+    r |= proto_pack_kv_uint(pk, "symlinks", j->skipped.symlinks);
+    r |= proto_pack_kv_uint(pk, "special", j->skipped.special);
+    r |= proto_pack_kv_uint(pk, "unreadable", j->skipped.unreadable);
+    r |= proto_pack_kv_uint(pk, "failed", j->skipped.failed);
+    r |= proto_pack_str(pk, "skipped_files");
+    r |= msgpack_pack_array(pk, (uint32_t)j->n_skipped_files);
+    for (size_t i = 0; i < j->n_skipped_files; i++) {
+        const struct job_skipped_file *f = &j->skipped_files[i];
+        r |= msgpack_pack_map(pk, 3);
+        r |= proto_pack_kv_str(pk, "path", f->path);
+        r |= proto_pack_kv_str(pk, "reason", f->reason);
+        r |= proto_pack_kv_str(pk, "error", f->error ? strerror(-f->error) : "");
+    }
     return r ? -ENOMEM : 0;
 }
 

@@ -22,6 +22,7 @@
 
 struct jobs {
     struct jobs_env env;
+    uint64_t max_file_size; /* COARCH_MAX_FILE_SIZE_KB in bytes (scan.h) */
 
     /* The queue and the running job, guarded by lock; records are the loop thread's otherwise. */
     pthread_mutex_t lock;
@@ -37,10 +38,20 @@ struct jobs {
     size_t n_recent;
 };
 
+static void job_skipped_release(struct job *j)
+{
+    for (size_t i = 0; i < j->n_skipped_files; i++)
+        free(j->skipped_files[i].path);
+    free(j->skipped_files);
+    j->skipped_files = NULL;
+    j->n_skipped_files = 0;
+}
+
 static struct job *job_free(struct job *j)
 {
     if (!j)
         return NULL;
+    job_skipped_release(j);
     free(j->root);
     free(j->waiters);
     free(j);
@@ -130,6 +141,49 @@ static void remember_job(struct jobs *q, struct job *j)
     q->recent[q->n_recent++] = j;
 }
 
+/* Loop thread: keep what the run passed over, with reasons, on the record (`jobs`, the index
+ * summary).  Out of memory drops the list, never the counts. */
+static void take_skipped(struct job *j, struct indexer_result *res)
+{
+    const struct scan_report *sr = &res->scan;
+    size_t n = sr->n_skip_list + sr->n_error_list + res->n_errors, k = 0;
+
+    job_skipped_release(j);
+    j->skipped = (struct job_skipped){
+        .too_large = sr->too_large,
+        .binary = sr->binary,
+        .vendored = sr->vendored,
+        .symlinks = sr->symlinks,
+        .special = sr->other,
+        .unreadable = sr->errors,
+        .failed = res->errors_total,
+    };
+    if (!n || !(j->skipped_files = calloc(n, sizeof(*j->skipped_files))))
+        return;
+    /* Each path moves to the record (the result's copy becomes NULL: released as nothing). */
+    for (size_t i = 0; i < sr->n_skip_list; i++) {
+        struct job_skipped_file *f = &j->skipped_files[k++];
+        f->path = sr->skip_list[i].path;
+        f->reason = scan_skip_reason_name(sr->skip_list[i].reason);
+        sr->skip_list[i].path = NULL;
+    }
+    for (size_t i = 0; i < sr->n_error_list; i++) {
+        struct job_skipped_file *f = &j->skipped_files[k++];
+        f->path = sr->error_list[i].path;
+        f->reason = "unreadable";
+        f->error = sr->error_list[i].error;
+        sr->error_list[i].path = NULL;
+    }
+    for (size_t i = 0; i < res->n_errors; i++) {
+        struct job_skipped_file *f = &j->skipped_files[k++];
+        f->path = res->errors[i].path;
+        f->reason = "failed";
+        f->error = res->errors[i].error;
+        res->errors[i].path = NULL;
+    }
+    j->n_skipped_files = k;
+}
+
 /* Loop thread: a job ended (or was interrupted by the stop). */
 static void on_job_done(void *userdata)
 {
@@ -141,6 +195,7 @@ static void on_job_done(void *userdata)
     j->error = dp->r < 0 ? dp->r : 0;
     j->scan_errors = dp->res.scan.errors;
     j->file_errors = dp->res.errors_total;
+    take_skipped(j, &dp->res);
     snprintf(j->message, sizeof(j->message), "%s", dp->res.message);
     if (dp->r >= 0)
         j->state = JOB_STATE_DONE;
@@ -346,6 +401,7 @@ static void run_job(struct jobs *q, struct job *j)
     env.gov_lock = link.gov_lock;
     env.actions = link.actions;
     scan_options_init(&env.scan);
+    env.scan.max_file_size = q->max_file_size;
     chunk_options_init(&env.chunk);
     {
         /* Experiment knob: pieces below this many tokens merge with a neighbour (chunk.h). */
@@ -713,13 +769,39 @@ static int resume_jobs(struct jobs *q)
     return r;
 }
 
+/* COARCH_MAX_FILE_SIZE_KB: files over this many KiB are skipped (and reported as too large). */
+static int parse_max_file_size(uint64_t *ret)
+{
+    const char *v = getenv("COARCH_MAX_FILE_SIZE_KB");
+    char *end = NULL;
+    unsigned long long kb;
+
+    *ret = SCAN_DEFAULT_MAX_FILE_SIZE;
+    if (!v || !*v)
+        return 0;
+    errno = 0;
+    kb = strtoull(v, &end, 10);
+    if (errno || end == v || *end || kb < 1 || kb > 1024 * 1024) {
+        log_error("COARCH_MAX_FILE_SIZE_KB=%s: expected an integer in [1, 1048576] (KiB)", v);
+        return -EINVAL;
+    }
+    *ret = (uint64_t)kb * 1024;
+    return 0;
+}
+
 int jobs_new(const struct jobs_env *env, struct jobs **ret)
 {
-    struct jobs *q = calloc(1, sizeof(*q));
+    struct jobs *q;
+    uint64_t max_file_size;
+    int r = parse_max_file_size(&max_file_size);
 
+    if (r < 0)
+        return r;
+    q = calloc(1, sizeof(*q));
     if (!q)
         return -ENOMEM;
     q->env = *env;
+    q->max_file_size = max_file_size;
     pthread_mutex_init(&q->lock, NULL);
     pthread_mutex_init(&q->register_lock, NULL);
     pthread_cond_init(&q->cond, NULL);

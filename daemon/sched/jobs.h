@@ -51,7 +51,19 @@ struct store;
 #define JOBS_RECENT 64     /* ended jobs kept in memory (`jobs`, `job.cancel` find them) */
 #define JOBS_ROWS_KEEP 100 /* ended job rows kept in the store */
 
-struct job_waiter; /* jobs.c */
+/* What a job passed over, by reason (the counts are whole; the list holds the first few of
+ * each kind: SCAN_MAX_REPORTED_SKIPS, SCAN_MAX_REPORTED_ERRORS, INDEXER_MAX_REPORTED_ERRORS). */
+struct job_skipped {
+    uint64_t too_large, binary, vendored, symlinks, special; /* the walk's skips */
+    uint64_t unreadable;                                     /* the walk could not read them */
+    uint64_t failed; /* read, but chunking, embedding or storing them failed */
+};
+
+struct job_skipped_file {
+    char *path;
+    const char *reason; /* static: "too_large", ..., "unreadable", "failed" */
+    int error;          /* negative errno for unreadable and failed, else 0 */
+};
 
 struct job {
     /* Read-only outside jobs.c, on the loop thread. */
@@ -64,6 +76,9 @@ struct job {
     char message[256];
     struct indexer_progress progress;
     uint64_t scan_errors, file_errors;
+    struct job_skipped skipped; /* set when the job ends */
+    struct job_skipped_file *skipped_files;
+    size_t n_skipped_files;
 
     /* jobs.c's own. */
     atomic_bool cancel;      /* stop at the next batch (the indexer's flag) */
@@ -98,7 +113,8 @@ struct jobs_env {
     struct jobs_hooks hooks;
 };
 
-/* Returns 0 or -ENOMEM.  Nothing runs until jobs_start(). */
+/* Reads COARCH_MAX_FILE_SIZE_KB (files over it are skipped; default 1024).  Returns 0,
+ * -EINVAL for a bad value (logged), or -ENOMEM.  Nothing runs until jobs_start(). */
 int jobs_new(const struct jobs_env *env, struct jobs **ret);
 /*
  * Re-queues interrupted jobs (a failure to read them is logged, not fatal) and starts the

@@ -538,7 +538,17 @@ run "index another repository" 0 index --wait --quiet "$other" &&
     [[ $out != *" 1 files"* && $out != *" 1 chunks"* ]] || fail "plural for one: $out"
 pushd "$repo/src" >/dev/null || exit 1
 run "index with no path (inside the repo)" 0 index --wait --json &&
-    check "indexes the work tree's root" "assert d['repo'] == '$repo', d['repo']"
+    check "indexes the work tree's root" "assert d['repo'] == '$repo', d['repo']" &&
+    check "what was skipped, and why" "
+sk = d['skipped']
+assert sk['binary'] == 1 and sk['vendored'] == 1, sk
+files = {(f['path'], f['reason']) for f in d['skipped_files']}
+assert ('src/blob.bin', 'binary') in files and ('node_modules', 'vendored') in files, files"
+run "index --verbose" 0 index --wait --verbose &&
+    contains "skip counts" "$out" "skipped: " && contains "binary count" "$out" "1 binary" &&
+    contains "vendored count" "$out" "1 vendored directory" &&
+    contains "binary named" "$out" "  src/blob.bin: binary" &&
+    contains "vendored named" "$out" "  node_modules: vendored"
 run "search inside a repo" 0 search --json -k 50 --mode lexical parse_config_file &&
     check "only that repository" "$py_helpers
 

@@ -134,6 +134,11 @@ static void format_progress(const msgpack_object *p, char *buf, size_t size)
         snprintf(buf + n, size - n, "%s", state);
         return;
     }
+    /* Taken by the worker but no phase begun yet: nothing to count, so no counters. */
+    if (strcmp(phase, "queued") == 0 || !phase[0]) {
+        snprintf(buf + n, size - n, "starting");
+        return;
+    }
     if (strcmp(phase, "scanning") == 0) {
         snprintf(buf + n, size - n, "scanning, %" PRIu64 " files seen", get_u(p, "files_scanned"));
         return;

@@ -548,7 +548,8 @@ run "index --verbose" 0 index --wait --verbose &&
     contains "skip counts" "$out" "skipped: " && contains "binary count" "$out" "1 binary" &&
     contains "vendored count" "$out" "1 vendored directory" &&
     contains "binary named" "$out" "  src/blob.bin: binary" &&
-    contains "vendored named" "$out" "  node_modules: vendored"
+    contains "vendored named" "$out" "  node_modules: vendored" &&
+    [[ $err != *"files 0/0  chunks 0/~0"* ]] || fail "counters shown before the job began: $err"
 run "search inside a repo" 0 search --json -k 50 --mode lexical parse_config_file &&
     check "only that repository" "$py_helpers
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,13 @@
 #include "work.h"
 
 #define PROGRESS_FIELDS 22
+
+/* Rates and times to the precision they mean (a millisecond, a tenth of a chunk per second),
+ * so JSON shows 12.5, not 12.499999999999998. */
+static double round_to(double v, double per_unit)
+{
+    return round(v * per_unit) / per_unit; /* dividing gives the double nearest the decimal */
+}
 
 /* The fields a progress notification and a job's answer share: PROGRESS_FIELDS pairs. */
 static int pack_progress_fields(msgpack_packer *pk, const struct job *j,
@@ -41,9 +49,9 @@ static int pack_progress_fields(msgpack_packer *pk, const struct job *j,
     r |= proto_pack_kv_uint(pk, "files_scanned", p->files_scanned);
     r |= proto_pack_kv_uint(pk, "chunks_done", p->chunks_done);
     r |= proto_pack_kv_uint(pk, "chunks_total", p->chunks_total);
-    r |= proto_pack_kv_double(pk, "chunks_per_s", p->chunks_per_s);
-    r |= proto_pack_kv_double(pk, "eta_s", p->eta_s);
-    r |= proto_pack_kv_double(pk, "elapsed_s", p->elapsed_s);
+    r |= proto_pack_kv_double(pk, "chunks_per_s", round_to(p->chunks_per_s, 10));
+    r |= proto_pack_kv_double(pk, "eta_s", p->eta_s < 0 ? -1 : round_to(p->eta_s, 10));
+    r |= proto_pack_kv_double(pk, "elapsed_s", round_to(p->elapsed_s, 1000));
     r |= proto_pack_kv_uint(pk, "checkpoints", p->checkpoints);
     r |= proto_pack_kv_uint(pk, "batch_size", s.batch_size ? s.batch_size : p->batch_size);
     r |= proto_pack_kv_str(pk, "level", s.level_name ? s.level_name : "unknown");
@@ -72,10 +80,10 @@ static int pack_job(msgpack_packer *pk, const struct job *j, const struct method
      * resumption): where the time goes, for `coarchctl jobs --json` and bench/index. */
     r |= proto_pack_str(pk, "stage_s");
     r |= msgpack_pack_map(pk, 4);
-    r |= proto_pack_kv_double(pk, "scan", j->progress.scan_s);
-    r |= proto_pack_kv_double(pk, "chunk", j->progress.chunk_s);
-    r |= proto_pack_kv_double(pk, "embed", j->progress.embed_s);
-    r |= proto_pack_kv_double(pk, "store", j->progress.store_s);
+    r |= proto_pack_kv_double(pk, "scan", round_to(j->progress.scan_s, 1000));
+    r |= proto_pack_kv_double(pk, "chunk", round_to(j->progress.chunk_s, 1000));
+    r |= proto_pack_kv_double(pk, "embed", round_to(j->progress.embed_s, 1000));
+    r |= proto_pack_kv_double(pk, "store", round_to(j->progress.store_s, 1000));
     r |= proto_pack_kv_uint(pk, "errors", j->scan_errors + j->file_errors);
     r |= proto_pack_kv_int(pk, "error_code", j->error);
     r |= proto_pack_kv_str(pk, "message", j->message);

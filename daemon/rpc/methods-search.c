@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,7 +166,7 @@ static int pack_search(msgpack_packer *pk, void *userdata)
     int r = msgpack_pack_map(pk, 3);
 
     r |= proto_pack_kv_str(pk, "mode", search_mode_to_string(op->sr.mode));
-    r |= proto_pack_kv_double(pk, "took_ms", op->ms);
+    r |= proto_pack_kv_double(pk, "took_ms", round(op->ms * 1000.0) / 1000.0);
     r |= proto_pack_str(pk, "results");
     r |= msgpack_pack_array(pk, (uint32_t)op->r);
     for (int i = 0; i < op->r; i++) {

@@ -559,6 +559,16 @@ run "search --all inside a repo" 0 search --json -k 50 --mode lexical --all pars
     check "every repository" "$py_helpers
 assert {'$repo', '$other'} <= {r['repo'] for r in res}, res"
 run "search --all --repo" 2 search --all --repo "$repo" x
+run "JSON numbers" 0 search --json -k 3 --mode lexical parse_config_file &&
+    python3 -c 'import re, sys; t = sys.stdin.read()
+m = re.search(r"\"took_ms\":(-?[0-9.e+-]+)", t)
+assert m and len(m.group(1).partition(".")[2]) <= 3, t[:200]' <<<"$out" ||
+    fail "took_ms not to the microsecond: ${out:0:200}"
+run "jobs --json numbers" 0 jobs --json &&
+    python3 -c 'import re, sys; t = sys.stdin.read()
+for k in ("elapsed_s", "chunks_per_s"):
+    for v in re.findall(r"\"%s\":(-?[0-9.e+-]+)" % k, t):
+        assert len(v.partition(".")[2]) <= 3, (k, v)' <<<"$out" || fail "unrounded job numbers: ${out:0:300}"
 run "query from stdin" 0 search --json -k 3 --mode lexical - <<<"parse_config_file" &&
     check "stdin query" "$py_helpers
 assert res and res[0]['symbol'] == 'parse_config_file', res[:1]"

@@ -4,7 +4,7 @@
  *
  * Without systemd (no $NOTIFY_SOCKET, no $LISTEN_FDS, no $WATCHDOG_USEC) every call is a
  * cheap no-op, so coarchd runs the same in a terminal, under `coarchctl` (setsid) or as a
- * user unit (contrib/systemd/coarchd.service, Type=notify).
+ * user unit (contrib/systemd/coarchd.service.in, Type=notify).
  *
  * Threading: loop thread (or main before the loop runs).  Nothing here can fail in a way the
  * daemon should act on: notification errors are logged at debug level and dropped.

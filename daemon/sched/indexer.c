@@ -276,15 +276,22 @@ static bool cancelled(const struct run *run)
 
 /* ---- store writes ----------------------------------------------------------------------- */
 
+/* Embedded chunks of files still waiting for the rest of theirs: not in the index yet. */
+static uint64_t chunks_uncommitted(const struct run *run)
+{
+    uint64_t n = 0;
+
+    for (size_t i = 0; i < run->n_pend; i++)
+        n += run->pend[i].embedded;
+    return n;
+}
+
 static int put_job_row(struct run *run, struct store_txn *t, uint32_t state, int error)
 {
     struct indexer_progress *p = run->p;
-    uint64_t uncommitted = 0;
-
     /* The row counts what this commit makes durable, which a resumed run starts from: not the
      * embedded chunks of files still waiting for the rest of their chunks. */
-    for (size_t i = 0; i < run->n_pend; i++)
-        uncommitted += run->pend[i].embedded;
+    uint64_t uncommitted = chunks_uncommitted(run);
     struct store_job j = {
         .id = run->job->id,
         .repo_id = run->job->repo_id,
@@ -1199,6 +1206,10 @@ int indexer_run(const struct indexer_env *env, const struct indexer_job *job,
         if (rc < 0 && r >= 0)
             r = rc;
     }
+    /* A stopped job reports what its index holds, as its row does (and `repos` will): the
+     * chunks of a file it did not finish are not searchable and are dropped at the next run. */
+    if (r < 0)
+        run.p->chunks_done -= MIN(run.p->chunks_done, chunks_uncommitted(&run));
     if (r >= 0) {
         struct store_txn *t;
         if (store_write_begin(env->store, &t) >= 0) {

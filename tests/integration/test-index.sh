@@ -484,6 +484,12 @@ j = [j for j in d['jobs'] if j['job'] == ${job:-0}]
 assert j and j[0]['state'] == 'cancelled', j
 assert 0 < j[0]['chunks_done'], j
 print('    cancelled at', j[0]['chunks_done'], 'of ~', j[0]['chunks_total'], 'chunks')"
+cancelled_chunks=$(python3 -c 'import json, sys
+print([j for j in json.load(sys.stdin)["jobs"] if j["job"] == int(sys.argv[1])][0]["chunks_done"])' \
+    "${job:-0}" <<<"$out" 2>/dev/null)
+run "repos after cancel" 0 repos --json && check "the counts agree after a cancel" "
+r = [r for r in d['repos'] if r['path'] == '$big']
+assert r and r[0]['chunks'] == int('${cancelled_chunks:-0}'), (r, '${cancelled_chunks:-}')"
 run "jobs after cancel" 0 jobs && contains "jobs shows cancelled" "$out" "cancelled"
 run "cancel again" 1 cancel "${job:-0}" && contains "cancel again" "$err" "already cancelled" &&
     contains "named by the command" "$err" "coarchctl cancel:" &&

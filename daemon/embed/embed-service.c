@@ -243,12 +243,14 @@ void embed_service_status(struct embed_service *s, struct embed_service_status *
 }
 
 /* With the lock held: remember the backend's device memory for embed_service_device_memory(),
- * which must answer without the lock. */
-static void refresh_device_memory(struct embed_service *s)
+ * which must answer without the lock.  Asked at load; after a batch only when the load found
+ * the model on a device (a host backend has nothing to report, and batches are the hot path). */
+static void refresh_device_memory(struct embed_service *s, bool at_load)
 {
     struct embedder_memory m;
 
-    if (!s->emb || embedder_get_memory(s->emb, &m) < 0 || !m.backend.on_device)
+    if (!s->emb || (!at_load && !atomic_load(&s->on_device)) ||
+        embedder_get_memory(s->emb, &m) < 0 || !m.backend.on_device)
         return;
     atomic_store(&s->dev_total, m.backend.device_total);
     atomic_store(&s->dev_free, m.backend.device_free);
@@ -312,7 +314,7 @@ static int ensure_loaded(struct embed_service *s)
     atomic_store(&s->backend_name, embedder_backend_name(s->emb));
     atomic_store(&s->precision_name, embedder_precision(s->emb));
     atomic_store(&s->dim, embedder_dim(s->emb));
-    refresh_device_memory(s);
+    refresh_device_memory(s, true);
     log_info("model %s loaded (%u dims, max %u tokens, %s backend, %s)", s->model_name,
              embedder_dim(s->emb), embedder_max_seq_length(s->emb), embedder_backend_name(s->emb),
              embedder_precision(s->emb));
@@ -364,7 +366,7 @@ int embed_service_embed_new(struct embed_service *s, const char *const *texts, c
         dim = embedder_dim(s->emb);
         out = array_alloc(n * dim, sizeof(float));
         r = out ? embedder_embed(s->emb, texts, lens, n, out) : -ENOMEM;
-        refresh_device_memory(s);
+        refresh_device_memory(s, false);
     }
     pthread_mutex_unlock(&s->lock);
     if (r < 0) {
@@ -385,7 +387,7 @@ int embed_service_embed(struct embed_service *s, const char *const *texts, const
     r = ensure_loaded(s);
     if (r >= 0) {
         r = embedder_embed(s->emb, texts, lens, n, ret_vectors);
-        refresh_device_memory(s);
+        refresh_device_memory(s, false);
     }
     pthread_mutex_unlock(&s->lock);
     return r;

@@ -487,32 +487,43 @@ static void enqueue(struct jobs *q, struct job *j)
     pthread_mutex_unlock(&q->lock);
 }
 
-/* The queued or running job of `repo`, if any.  Any thread. */
-static struct job *active_job_of(struct jobs *q, uint32_t repo)
+/* The running or queued job that `match` accepts (running first, then in queue order), if
+ * any.  Any thread. */
+static struct job *find_active(struct jobs *q, bool (*match)(const struct job *j, uint64_t key),
+                               uint64_t key)
 {
     struct job *found = NULL;
 
     pthread_mutex_lock(&q->lock);
-    if (q->current && q->current->repo == repo)
+    if (q->current && match(q->current, key))
         found = q->current;
     for (struct job *j = q->queue_head; j && !found; j = j->next)
-        if (j->repo == repo)
+        if (match(j, key))
             found = j;
     pthread_mutex_unlock(&q->lock);
     return found;
 }
 
+static bool job_is_of_repo(const struct job *j, uint64_t repo)
+{
+    return j->repo == repo;
+}
+
+static bool job_has_id(const struct job *j, uint64_t id)
+{
+    return j->id == id;
+}
+
+/* The queued or running job of `repo`, if any.  Any thread. */
+static struct job *active_job_of(struct jobs *q, uint32_t repo)
+{
+    return find_active(q, job_is_of_repo, repo);
+}
+
 struct job *jobs_find(struct jobs *q, uint64_t id)
 {
-    struct job *found = NULL;
+    struct job *found = find_active(q, job_has_id, id);
 
-    pthread_mutex_lock(&q->lock);
-    if (q->current && q->current->id == id)
-        found = q->current;
-    for (struct job *j = q->queue_head; j && !found; j = j->next)
-        if (j->id == id)
-            found = j;
-    pthread_mutex_unlock(&q->lock);
     for (size_t i = 0; i < q->n_recent && !found; i++)
         if (q->recent[i]->id == id)
             found = q->recent[i];

@@ -194,12 +194,24 @@ static void first_line(const msgpack_object *hit, const char **ret, size_t *ret_
     *ret_len = nl ? (size_t)(nl - snippet) : len;
 }
 
+/* Whether two hits are in the same file: the same repository and path. */
+static bool same_file(const msgpack_object *a, const msgpack_object *b)
+{
+    const char *pa = "", *pb = "", *ra = "", *rb = "";
+    size_t la = 0, lb = 0, rla = 0, rlb = 0;
+
+    (void)proto_get_str(a, "path", &pa, &la);
+    (void)proto_get_str(b, "path", &pb, &lb);
+    (void)proto_get_str(a, "repo", &ra, &rla);
+    (void)proto_get_str(b, "repo", &rb, &rlb);
+    return la == lb && rla == rlb && memcmp(pa, pb, la) == 0 && memcmp(ra, rb, rla) == 0;
+}
+
 /* --vimgrep and -l: paths people can open from here (relative to the working directory inside
- * it, else absolute), whatever --repo said. */
+ * it, else absolute), whatever --repo said.  -l prints a file at its best hit only. */
 static void print_lines(const msgpack_object *results, enum search_output output, const char *cwd)
 {
-    char where[2 * PATH_MAX + 2], prev[64][2 * PATH_MAX + 2];
-    size_t n_prev = 0;
+    char where[2 * PATH_MAX + 2];
 
     for (uint32_t i = 0; i < results->via.array.size; i++) {
         const msgpack_object *hit = &results->via.array.ptr[i];
@@ -208,26 +220,18 @@ static void print_lines(const msgpack_object *results, enum search_output output
         size_t tlen;
         bool seen = false;
 
+        for (uint32_t k = 0; output == SEARCH_OUTPUT_FILES && k < i && !seen; k++)
+            seen = same_file(&results->via.array.ptr[k], hit);
+        if (seen)
+            continue;
         display_path(hit, false, cwd, where, sizeof(where));
+        put_sanitized(where, strlen(where));
         if (output == SEARCH_OUTPUT_FILES) {
-            for (size_t k = 0; k < n_prev && !seen; k++)
-                seen = strcmp(prev[k], where) == 0;
-            for (uint32_t k = 0; k < i && !seen && n_prev == ELEMENTSOF(prev); k++) {
-                char other[2 * PATH_MAX + 2];
-                display_path(&results->via.array.ptr[k], false, cwd, other, sizeof(other));
-                seen = strcmp(other, where) == 0;
-            }
-            if (seen)
-                continue;
-            if (n_prev < ELEMENTSOF(prev))
-                snprintf(prev[n_prev++], sizeof(prev[0]), "%s", where);
-            put_sanitized(where, strlen(where));
             putchar('\n');
             continue;
         }
         (void)proto_get_uint(hit, "start_line", &start);
         first_line(hit, &text, &tlen);
-        put_sanitized(where, strlen(where));
         printf(":%" PRIu64 ":1:", start);
         put_sanitized(text, tlen);
         putchar('\n');
@@ -488,9 +492,11 @@ static int search_run(struct client *cl, int argc, char **argv)
     {
         const msgpack_object *res = proto_map_get(&resp->result, "results");
         bool none = !res || res->type != MSGPACK_OBJECT_ARRAY || res->via.array.size == 0;
-        /* Nothing found because nothing is indexed: say so, and fail like a missing --repo. */
-        if (none && !repo && (all || n_repos == 0) &&
-            repo_of_cwd(cl, &repo, &n_repos) == CLIENT_EXIT_OK && n_repos == 0) {
+        /* Nothing found because nothing is indexed: say so, and fail like a missing --repo.
+         * The repositories were counted already unless --all skipped the scoping. */
+        if (none && !repo && all && repo_of_cwd(cl, &repo, &n_repos) != CLIENT_EXIT_OK)
+            n_repos = 1; /* cannot tell: say nothing more than "no results" */
+        if (none && !repo && n_repos == 0) {
             fprintf(stderr, "coarchctl search: nothing is indexed yet: index a repository "
                             "first (coarchctl index DIR)\n");
             r = CLIENT_EXIT_FAILED;

@@ -69,8 +69,14 @@ static int choose_backend(struct embed_service *s)
         return 0;
 #ifdef COARCH_HAVE_CUDA
     {
-        char why[256];
+        char why[256], err[256];
         if (embed_cuda_probe(why, sizeof(why)) == 0) {
+            /* Asked for, every part must be there now; auto loads cuBLAS with the model and
+             * hands the model to the CPU if it is missing (ensure_loaded). */
+            if (want_cuda && embed_cuda_load_blas(err, sizeof(err)) < 0) {
+                log_error("COARCH_BACKEND=cuda: no usable GPU: %s: %s", why, err);
+                return -ENODEV;
+            }
             s->backend = "cuda";
             s->gpu_by_default = !want_cuda;
             snprintf(s->device, sizeof(s->device), "%s", why);

@@ -3,7 +3,8 @@
  * are ~580 MB of shared objects whose relocations alone cost ~95 MiB of anonymous memory in
  * every process that links them, GPU or not, which would make a CPU-only coarchd ~20 times its
  * idle size and break the memory governor's budgets.  The CUDA runtime is linked statically
- * (small); cuBLAS is dlopen()ed by the probe once it has found a device (cuda-backend.cu).
+ * (small); cuBLAS is dlopen()ed once, by the first backend context or by coarchd's start-up
+ * check for COARCH_BACKEND=cuda (cuda-backend.cu, embed_cuda_load_blas()).
  *
  * Threading: cuda_blas() from any thread; the table is immutable once loaded.
  */
@@ -25,8 +26,8 @@ struct cuda_blas_api {
                               cublasComputeType_t, cublasGemmAlgo_t);
 };
 
-/* The loaded table, or NULL when no device was found or cuBLAS could not be loaded (the probe's
- * message says which). */
+/* The loaded table (loading it if need be), or NULL when no device was found or cuBLAS could not
+ * be loaded (embed_cuda_probe() and embed_cuda_load_blas() say which). */
 const struct cuda_blas_api *cuda_blas(void);
 
 /* The device the backend runs on, -1 if none (the probe's). */

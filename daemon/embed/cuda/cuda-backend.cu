@@ -145,7 +145,6 @@ static int blas_errno(cublasStatus_t st, const char *what)
 /* ---- probe and settings ---------------------------------------------------------------- */
 
 static struct cuda_blas_api blas_api;
-static bool blas_loaded;
 
 #define STR2(x) #x
 #define STR(x) STR2(x)
@@ -185,7 +184,7 @@ static int blas_load(char *msg, size_t msg_len)
         dlclose(h);
         return -ENODEV;
     }
-    blas_loaded = true; /* kept loaded for the life of the process */
+    /* kept loaded for the life of the process */
     return 0;
 }
 
@@ -233,10 +232,25 @@ static void probe_run(void)
     }
     probe_device = best;
     probe_result = best >= 0 ? 0 : -ENODEV;
-    if (best >= 0 && blas_load(probe_name, sizeof(probe_name)) < 0) {
-        probe_device = -1;
-        probe_result = -ENODEV;
-    }
+}
+
+/* cuBLAS is loaded once, at the first context (or when asked at start), not by the probe: a
+ * daemon that never loads its model does not carry it (blas.cuh says what it costs). */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static int blas_result;
+static char blas_error[256];
+
+static void blas_run(void)
+{
+    blas_result = blas_load(blas_error, sizeof(blas_error));
+}
+
+int embed_cuda_load_blas(char *msg, size_t msg_len)
+{
+    pthread_once(&blas_once, blas_run);
+    if (blas_result < 0 && msg && msg_len)
+        snprintf(msg, msg_len, "%s", blas_error);
+    return blas_result;
 }
 
 int cuda_probe_device_index(void)
@@ -247,8 +261,9 @@ int cuda_probe_device_index(void)
 
 const struct cuda_blas_api *cuda_blas(void)
 {
-    pthread_once(&probe_once, probe_run);
-    return blas_loaded ? &blas_api : NULL;
+    if (cuda_probe_device_index() < 0 || embed_cuda_load_blas(NULL, 0) < 0)
+        return NULL;
+    return &blas_api;
 }
 
 int embed_cuda_probe(char *name, size_t name_len)
@@ -619,6 +634,11 @@ static int cuda_init(const struct model *model, const struct embed_backend_optio
     if (r < 0) {
         log_debug("cuda: %s", msg);
         return r;
+    }
+    r = embed_cuda_load_blas(msg, sizeof(msg));
+    if (r < 0) {
+        log_debug("cuda: %s", msg);
+        return r; /* -ENODEV: auto goes on to the CPU */
     }
     c = (struct cuda_ctx *)calloc(1, sizeof(*c));
     if (!c)

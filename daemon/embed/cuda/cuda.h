@@ -42,6 +42,11 @@ extern const struct embed_backend_ops embed_backend_cuda;
  */
 int embed_cuda_probe(char *name, size_t name_len);
 
+/* Loads cuBLAS (once; the probe does not: a GPU box's idle daemon does not carry it).  0, or
+ * -ENODEV with the loader's reason in msg.  Contexts load it themselves; coarchd asks at start
+ * only for COARCH_BACKEND=cuda, so that a missing cuBLAS is an error then. */
+int embed_cuda_load_blas(char *msg, size_t msg_len);
+
 /* COARCH_GPU_MEMORY_FRACTION parsed: 0 and the fraction in (0, 1] (default 0.8), or -EINVAL
  * with a sentence naming the value in msg. */
 int embed_cuda_memory_fraction(double *ret, char *msg, size_t msg_len);

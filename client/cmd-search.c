@@ -4,8 +4,9 @@
  *
  * --json prints the daemon's result map unchanged, {"mode", "took_ms", "results": [...]}, as
  * DESIGN.md section 7 promises the evaluation: every result carries path (relative to its
- * repository), start_line and end_line (1-based, inclusive), score and the rest as the daemon
- * sent them.  One line when piped, so `json.loads(stdout)` always works.
+ * repository), start_line and end_line (1-based, inclusive: the definition, or the part of a
+ * long one that matched), definition_start/end_line, snippet_line (where the snippet starts),
+ * score and the rest as the daemon sent them.  One line when piped, so `json.loads(stdout)` always works.
  *
  * People's form, per hit:
  *
@@ -231,6 +232,7 @@ static void print_lines(const msgpack_object *results, enum search_output output
             continue;
         }
         (void)proto_get_uint(hit, "start_line", &start);
+        (void)proto_get_uint(hit, "snippet_line", &start);
         first_line(hit, &text, &tlen);
         printf(":%" PRIu64 ":1:", start);
         put_sanitized(text, tlen);
@@ -264,11 +266,17 @@ static void print_hits(const msgpack_object *res, const char *query, bool repo_g
         const msgpack_object *hit = &results->via.array.ptr[i];
         const char *sym = "", *snippet = "";
         size_t slen = 0, snlen = 0;
-        uint64_t start = 0, end = 0;
+        uint64_t start = 0, end = 0, def_start, def_end, snippet_line;
         double score = 0;
 
         (void)proto_get_uint(hit, "start_line", &start);
         (void)proto_get_uint(hit, "end_line", &end);
+        def_start = start;
+        def_end = end;
+        snippet_line = start;
+        (void)proto_get_uint(hit, "definition_start_line", &def_start);
+        (void)proto_get_uint(hit, "definition_end_line", &def_end);
+        (void)proto_get_uint(hit, "snippet_line", &snippet_line);
         (void)proto_get_double(hit, "score", &score);
         (void)proto_get_str(hit, "symbol", &sym, &slen);
         (void)proto_get_str(hit, "snippet", &snippet, &snlen);
@@ -285,8 +293,12 @@ static void print_hits(const msgpack_object *res, const char *query, bool repo_g
             put_sanitized(sym, slen);
             fputs(st->reset, stdout);
         }
+        /* A definition too long for one hit: say which part this is. */
+        if (def_start != start || def_end != end)
+            printf("  (part of %" PRIu64 "-%" PRIu64 ", %" PRIu64 " lines)", def_start, def_end,
+                   def_end - def_start + 1);
         putchar('\n');
-        print_snippet(snippet, snlen, start, terms, n_terms, st);
+        print_snippet(snippet, snlen, snippet_line, terms, n_terms, st);
     }
 }
 
@@ -518,7 +530,10 @@ const struct client_command client_cmd_search = {
     .help = "The QUERY words are joined with spaces; '-' reads the query from standard input.\n"
             "Inside an indexed repository only that repository is searched (the deepest one\n"
             "when they nest); elsewhere, or with --all, every indexed repository.  Each hit\n"
-            "prints as PATH:START-END  SCORE  SYMBOL, then the first lines of the chunk.\n"
+            "is one definition (a function with its comment, a class header, a block of\n"
+            "code), printed as PATH:START-END  SCORE  SYMBOL, then its first lines from the\n"
+            "ones that matched.  A definition over 100 lines reports the part that matched\n"
+            "and says \"(part of START-END, N lines)\".\n"
             "\n"
             "Options:\n"
             "  -k N                 number of results, 1..1000 (default 10)\n"
@@ -536,9 +551,11 @@ const struct client_command client_cmd_search = {
             "                       file name ('*.py'), with '/' the path in the repository\n"
             "                       ('src/*.c', '**' allowed); 'dir/' is a directory prefix\n"
             "      --json           print {\"mode\", \"took_ms\", \"results\": [{path,\n"
-            "                       start_line, end_line, score, symbol, language, repo,\n"
-            "                       semantic_score, lexical_score, semantic_rank,\n"
-            "                       lexical_rank, snippet}]}; lines are 1-based, inclusive\n"
+            "                       start_line, end_line, definition_start_line,\n"
+            "                       definition_end_line, snippet_line, score, symbol,\n"
+            "                       language, repo, semantic_score, lexical_score,\n"
+            "                       semantic_rank, lexical_rank, snippet}]}; lines are\n"
+            "                       1-based, inclusive\n"
             "\n"
             "Exit status 1 when the daemon reports an error, e.g. a --repo that is not indexed,\n"
             "or when nothing is indexed yet.\n"

@@ -171,15 +171,18 @@ static void do_file(struct chunker *c, const char *path, const struct chunk_opti
                    ch->title ? " title" : "");
             if (ch->start_line != ch->unit_start_line || ch->end_line != ch->unit_end_line)
                 printf(" (group %u-%u)", ch->start_line, ch->end_line);
+            if (ch->def_start_line != ch->unit_start_line || ch->def_end_line != ch->unit_end_line)
+                printf(" (definition %u-%u)", ch->def_start_line, ch->def_end_line);
             printf(" [%s] %s (%u tokens)\n%s\n", ch->language, ch->symbol, ch->n_tokens,
                    ch->text + ch->header_len);
         } else if (mode == MODE_JSON) {
             printf("{\"path\":");
             json_str(path, strlen(path));
             printf(",\"start_line\":%u,\"end_line\":%u,\"unit_start_line\":%u,"
-                   "\"unit_end_line\":%u,\"language\":\"%s\",\"symbol\":",
+                   "\"unit_end_line\":%u,\"def_start_line\":%u,\"def_end_line\":%u,"
+                   "\"language\":\"%s\",\"symbol\":",
                    ch->start_line, ch->end_line, ch->unit_start_line, ch->unit_end_line,
-                   ch->language);
+                   ch->def_start_line, ch->def_end_line, ch->language);
             json_str(ch->symbol, strlen(ch->symbol));
             printf(",\"title\":%s,\"tokens\":%u,\"text\":", ch->title ? "true" : "false",
                    ch->n_tokens);

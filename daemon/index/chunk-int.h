@@ -77,6 +77,10 @@ struct piece {
     uint8_t kind;
     bool split;     /* part of a unit or line cut in several pieces: never merged */
     uint32_t title; /* 1 + the line naming the unit, when it is in this piece; 0: none */
+    /* The definition the piece belongs to: the whole unit region it was cut from (its leading
+     * comment included), or the piece itself for glue and windows. */
+    uint32_t def_a, def_b;
+    size_t def_byte_a, def_byte_b;
 };
 
 struct pieces {

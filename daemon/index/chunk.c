@@ -641,7 +641,13 @@ static int pieces_push(struct pieces *ps, const struct piece *p, size_t max)
     r = array_grow((void **)&ps->items, &ps->cap, ps->n + 1, sizeof(struct piece));
     if (r < 0)
         return r;
-    ps->items[ps->n++] = *p;
+    ps->items[ps->n] = *p;
+    /* Its own definition until chunk_pack_region() says it is part of a unit's. */
+    ps->items[ps->n].def_a = p->a;
+    ps->items[ps->n].def_b = p->b;
+    ps->items[ps->n].def_byte_a = p->byte_a;
+    ps->items[ps->n].def_byte_b = p->byte_b;
+    ps->n++;
     return 0;
 }
 
@@ -821,6 +827,14 @@ int chunk_pack_region(struct file *f, struct pieces *ps, uint32_t a, uint32_t b,
     if (ps->n - first > 1)
         for (size_t i = first; i < ps->n; i++)
             ps->items[i].split = kind == PIECE_UNIT || ps->items[i].split;
+    /* Every piece of a unit belongs to the whole unit: a search hit on any of them reports the
+     * definition, not the leading comment or the middle third it matched. */
+    for (size_t i = first; kind == PIECE_UNIT && i < ps->n; i++) {
+        ps->items[i].def_a = ps->items[first].a;
+        ps->items[i].def_b = ps->items[ps->n - 1].b;
+        ps->items[i].def_byte_a = ps->items[first].byte_a;
+        ps->items[i].def_byte_b = ps->items[ps->n - 1].byte_b;
+    }
     /* The title goes with the piece holding its line, unless that piece is short enough to be
      * nearly its title already (TITLE_MIN_TOKENS) or is the line alone (a one-line unit, a
      * piece of a line too long to be a title). */
@@ -1126,9 +1140,9 @@ static int group_pieces(struct file *f, const struct pieces *ps, struct pieces *
  * group g's lines and bytes.  The chunk is one allocation holding, in order, its text (header
  * and sanitized code), symbol and path, so chunk_list_release() frees one block.
  */
-static int emit_one(struct file *f, const struct piece *g, const char *sym, size_t sl,
-                    uint32_t unit_a, uint32_t unit_b, size_t byte_a, size_t byte_b, uint32_t tokens,
-                    bool title, struct chunk_list *out)
+static int emit_one(struct file *f, const struct piece *g, const struct piece *p, const char *sym,
+                    size_t sl, uint32_t unit_a, uint32_t unit_b, size_t byte_a, size_t byte_b,
+                    uint32_t tokens, bool title, struct chunk_list *out)
 {
     size_t hl = strlen(f->header_path), pl = strlen(f->path), code = byte_b - byte_a, cap, o, hlen;
     const char *code_src = f->src + byte_a;
@@ -1189,6 +1203,10 @@ static int emit_one(struct file *f, const struct piece *g, const char *sym, size
         .unit_end_line = unit_b + 1,
         .unit_start_byte = byte_a,
         .unit_end_byte = byte_b,
+        .def_start_line = p->def_a + 1,
+        .def_end_line = p->def_b + 1,
+        .def_start_byte = p->def_byte_a,
+        .def_end_byte = p->def_byte_b,
         .title = title,
         .language = f->language,
         .symbol = sym_copy,
@@ -1221,7 +1239,7 @@ static int emit_title(struct file *f, const struct piece *p, const struct piece 
         return r;
     if (t > chunk_budget(f, sym))
         return 0;
-    return emit_one(f, g, sym, sl, line, line, a, e, (uint32_t)t, true, out);
+    return emit_one(f, g, p, sym, sl, line, line, a, e, (uint32_t)t, true, out);
 }
 
 /*
@@ -1243,7 +1261,7 @@ static int emit_chunks(struct file *f, const struct pieces *ps, const struct pie
             if (r < 0)
                 return r;
         }
-        r = emit_one(f, g, sym, sl, p->a, p->b, p->byte_a, p->byte_b, p->tokens, false, out);
+        r = emit_one(f, g, p, sym, sl, p->a, p->b, p->byte_a, p->byte_b, p->tokens, false, out);
         if (r < 0)
             return r;
         if (out->n > f->opt->max_chunks)

@@ -38,7 +38,13 @@
  *     token counter it is at most max_tokens - 2 tokens (2 are left for the model's [CLS] and
  *     [SEP]), unless the header alone leaves under 16 tokens for code (a very long path with a
  *     tiny max_tokens): the code still gets 16;
- *   - symbol is the unit's; no group spans more than max_lines lines.
+ *   - symbol is the unit's; no group spans more than max_lines lines;
+ *   - the definition [def_start_line, def_end_line] (bytes [def_start_byte, def_end_byte)) is
+ *     what a search hit on the chunk stands for: for a function, method or type unit, the
+ *     whole unit with its leading comment, however many chunks it was cut into (all of them,
+ *     and its title, share it); for anything else (module-level code, a class header, a line
+ *     window) the unit itself.  It contains the unit; definitions do not overlap (but for line
+ *     windows, which overlap as their units do).
  *
  * Threading: a chunker owns a tree-sitter parser and is used by one thread at a time; use one
  * chunker per worker thread.  Nothing is shared between chunkers.
@@ -87,6 +93,8 @@ struct chunk {
     size_t start_byte, end_byte;   /* the group: [start, end) in the content */
     uint32_t unit_start_line, unit_end_line; /* the unit, within the group */
     size_t unit_start_byte, unit_end_byte;   /* the unit: text + header_len is its code */
+    uint32_t def_start_line, def_end_line;   /* the definition the unit belongs to */
+    size_t def_start_byte, def_end_byte;
     bool title;           /* a title chunk: the line naming the unit of the chunk after it */
     const char *language; /* static string: "python", "c", ..., "markdown", "text" */
     const char *symbol;   /* "" when none, e.g. "Foo.bar"; owned by the list */

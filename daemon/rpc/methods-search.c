@@ -73,7 +73,8 @@ static void search_op_free(struct search_op *op)
     free(op);
 }
 
-/* The chunk's first lines, read from the file as it is now (it may have changed). */
+/* The first lines of the unit that matched, read from the file as it is now (it may have
+ * changed). */
 static char *read_snippet(const struct search_hit *h)
 {
     _cleanup_free_ char *full = path_join(h->repo_path, h->path);
@@ -171,10 +172,13 @@ static int pack_search(msgpack_packer *pk, void *userdata)
     r |= msgpack_pack_array(pk, (uint32_t)op->r);
     for (int i = 0; i < op->r; i++) {
         const struct search_hit *h = &op->hits[i];
-        r |= msgpack_pack_map(pk, 12);
+        r |= msgpack_pack_map(pk, 15);
         r |= proto_pack_kv_str(pk, "path", h->path);
         r |= proto_pack_kv_uint(pk, "start_line", h->start_line);
         r |= proto_pack_kv_uint(pk, "end_line", h->end_line);
+        r |= proto_pack_kv_uint(pk, "definition_start_line", h->def_start_line);
+        r |= proto_pack_kv_uint(pk, "definition_end_line", h->def_end_line);
+        r |= proto_pack_kv_uint(pk, "snippet_line", h->snippet_line);
         r |= proto_pack_kv_double(pk, "score", h->score);
         r |= proto_pack_kv_str(pk, "symbol", h->symbol);
         r |= proto_pack_kv_str(pk, "language", h->language);

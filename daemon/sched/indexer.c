@@ -123,8 +123,9 @@ static void strset_release(struct strset *set)
  * every file count as changed on the next run and be indexed again, instead of leaving old
  * chunks that new queries no longer match.  Bump it with any such change.
  *   2: title chunks (chunk.c), Snowball-stemmed terms (lexical.c).
+ *   3: chunk rows hold the definition a hit reports and the unit that was embedded.
  */
-#define INDEX_FORMAT "coarch index format 2\n"
+#define INDEX_FORMAT "coarch index format 3\n"
 
 static void file_hash(const char *content, size_t len, uint8_t out[SHA256_DIGEST_SIZE])
 {
@@ -504,17 +505,27 @@ static int write_chunk(struct run *run, struct pending *f, const float *vec)
         if (r < 0)
             goto fail;
     }
+    /* The unit from the start of its first line: a title chunk's text starts after the
+     * indentation, and a snippet read from here shows whole lines. */
+    size_t unit_a = c->unit_start_byte;
+    while (unit_a > c->def_start_byte && f->content[unit_a - 1] != '\n')
+        unit_a--;
     struct store_chunk sc = {
         .id = f->first + f->written,
         .path = f->path,
         .language = c->language,
         .symbol = c->symbol,
-        .start_line = c->start_line,
-        .end_line = c->end_line,
-        .text_offset = c->start_byte,
-        .text_len = (uint32_t)(c->end_byte - c->start_byte),
+        .start_line = c->def_start_line,
+        .end_line = c->def_end_line,
+        .text_offset = c->def_start_byte,
+        .text_len = (uint32_t)MIN(c->def_end_byte - c->def_start_byte, (size_t)UINT32_MAX),
+        .unit_start_line = c->unit_start_line,
+        .unit_end_line = c->unit_end_line,
+        .unit_offset = unit_a,
+        .unit_len = (uint32_t)MIN(c->unit_end_byte - unit_a, (size_t)UINT32_MAX),
     };
-    sha256(f->content + c->start_byte, c->end_byte - c->start_byte, sc.hash);
+    /* The embedded text's hash: equal text, equal vector. */
+    sha256(c->text, c->text_len, sc.hash);
     r = store_chunk_put(run->wtx, &sc);
     if (r >= 0)
         r = store_vector_put(run->wtx, sc.id, vec, run->env->embed->dim);

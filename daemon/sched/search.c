@@ -763,15 +763,16 @@ out:
     return r;
 }
 
-/* ---- groups ---------------------------------------------------------------------------- */
+/* ---- definitions ----------------------------------------------------------------------- */
 
 /*
- * Small neighbouring units of a file share one group (chunk.h): each unit is its own chunk,
- * with its own vector and postings, and reports the group's lines.  A group scores as its
- * best unit: each ranked list is collapsed to one entry per group, the first (best) of its
- * units, under the id of the group's first chunk so that the two lists name a group alike
- * when they are fused.  A file's chunk ids are consecutive and a group's units are neighbours,
- * so that first chunk is found by walking down the ids while path and lines stay the same.
+ * The units of one definition (chunk.h: a function's pieces and title) each are a chunk, with
+ * their own vector and postings, and record the definition's lines.  A definition scores as
+ * its best unit: each ranked list is collapsed to one entry per definition, the first (best)
+ * of its units, under the id of the definition's first chunk so that the two lists name it
+ * alike when they are fused.  A file's chunk ids are consecutive and a definition's units are
+ * neighbours, so that first chunk is found by walking down the ids while path and lines stay
+ * the same.  (Rows of schema 1 recorded their group instead: the walk collapses groups.)
  */
 static int group_first(struct store_txn *t, uint64_t id, uint64_t *ret)
 {
@@ -824,6 +825,34 @@ static int collapse_groups(struct store_txn *t, struct topk *l, size_t depth, ui
     }
     l->n = n;
     return 0;
+}
+
+/*
+ * The lines a hit reports, from its best unit u and the other list's unit o of the same
+ * definition (o = u when only one list ranked it): the definition when it spans at most
+ * SEARCH_HIT_MAX_LINES; else the units' lines (o's only when both fit), from the definition's
+ * first line when that still fits.
+ */
+static void hit_range(const struct store_chunk *u, const struct store_chunk *o, uint32_t *ret_a,
+                      uint32_t *ret_b)
+{
+    uint32_t cap = SEARCH_HIT_MAX_LINES, a = u->unit_start_line, b = u->unit_end_line;
+
+    if (u->end_line - u->start_line < cap) {
+        *ret_a = u->start_line;
+        *ret_b = u->end_line;
+        return;
+    }
+    if (b - a >= cap)
+        b = a + cap - 1;
+    if (MAX(b, o->unit_end_line) - MIN(a, o->unit_start_line) < cap) {
+        a = MIN(a, o->unit_start_line);
+        b = MAX(b, o->unit_end_line);
+    }
+    if (b - u->start_line < cap)
+        a = u->start_line;
+    *ret_a = a;
+    *ret_b = b;
 }
 
 /* ---- the search ------------------------------------------------------------------------- */
@@ -1044,7 +1073,8 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
     }
     for (size_t i = 0; i < n_fused; i++) {
         struct search_hit *h = &hits[n_hits];
-        struct store_chunk ch;
+        struct store_chunk ch, och;
+        uint64_t other;
         struct store_repo repo;
         uint64_t unit = fused[i].id;
         int sr = 0, lr = 0;
@@ -1072,19 +1102,25 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
         r = store_repo_get(t, STORE_CHUNK_REPO(unit), &repo);
         if (r < 0)
             goto out;
+        /* The other list's unit of the same definition, when it ranked one. */
+        other = sr && lr ? (unit == sem_units[sr - 1] ? lex_units[lr - 1] : sem_units[sr - 1]) : 0;
+        if (!other || other == unit || store_chunk_get(t, other, &och) < 0)
+            och = ch;
         *h = (struct search_hit){
             .chunk_id = unit,
             .repo = repo.id,
-            .start_line = ch.start_line,
-            .end_line = ch.end_line,
+            .def_start_line = ch.start_line,
+            .def_end_line = ch.end_line,
+            .snippet_line = ch.unit_start_line,
             .score = fused[i].score,
             .semantic = sr ? sem.items[sr - 1].score : 0,
             .lexical = lr ? lex.items[lr - 1].score : 0,
             .semantic_rank = sr,
             .lexical_rank = lr,
-            .text_offset = ch.text_offset,
-            .text_len = ch.text_len,
+            .text_offset = ch.unit_offset,
+            .text_len = (uint32_t)(ch.text_offset + ch.text_len - ch.unit_offset),
         };
+        hit_range(&ch, &och, &h->start_line, &h->end_line);
         n_hits++;
         h->repo_path = strdup(repo.path);
         h->path = strdup(ch.path);

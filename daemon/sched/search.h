@@ -10,10 +10,15 @@
  * commit changes the repository (search_cache_invalidate(), wired to the indexer's `committed`
  * callback); the exact fp32 vectors used for re-ranking are read from the store's map.
  *
- * Groups: small neighbouring units of a file share a group (chunk.h) whose lines each of their
- * chunks reports.  Every ranked list is collapsed to one entry per group, its best unit, before
- * fusion, so a result is a group scored by its best unit (a region of several tiny functions
- * is found by the one that matches, not by one embedding of all of them).
+ * Definitions: a chunk is one unit (a function, a piece of a long one, its title line, a
+ * run of module-level code) and records the definition it belongs to (chunk.h): the whole
+ * function with its leading comment.  Every ranked list is collapsed to one entry per
+ * definition, its best unit, before fusion, so one definition is one hit however many of its
+ * pieces matched, and the hit reports the definition's lines: whole when it spans at most
+ * SEARCH_HIT_MAX_LINES, else the lines of the units that matched (from the definition's first
+ * line when that still fits), marked by definition_start/end differing from start/end.  Its
+ * snippet starts at the best unit's first line.  (Until schema 2, hits reported the unit's
+ * group of small neighbours: a hit named one function and showed another.)
  *
  * Hybrid ranking: the best SEARCH_FUSE_DEPTH groups of each list are fused by score: each
  * list's scores are standardised over that list (z-scores, lexical.h), a group missing from a
@@ -40,8 +45,11 @@
 
 #define SEARCH_MAX_K 1000
 #define SEARCH_FUSE_DEPTH 100
-/* Units ranked per group wanted: a group holds one unit or a few small ones (search.c). */
-#define SEARCH_UNITS_PER_GROUP 2
+/* Units ranked per definition wanted: most definitions are one unit and a title, a long one
+ * is cut in several (search.c). */
+#define SEARCH_UNITS_PER_GROUP 4
+/* A hit spans at most this many lines: a longer definition reports the part that matched. */
+#define SEARCH_HIT_MAX_LINES 100
 
 enum search_mode {
     SEARCH_MODE_HYBRID,
@@ -84,13 +92,15 @@ struct search_hit {
     uint32_t repo;
     char *repo_path; /* absolute */
     char *path;      /* relative to repo_path */
-    uint32_t start_line, end_line;
+    uint32_t start_line, end_line;         /* what the hit reports (see DESIGN above) */
+    uint32_t def_start_line, def_end_line; /* the whole definition */
+    uint32_t snippet_line;                 /* the best unit's first line */
     char *symbol, *language;
     double score;
     double semantic, lexical;        /* the two scores (0 when the chunk was not in that list) */
     int semantic_rank, lexical_rank; /* 1-based; 0 = not in that list */
-    uint64_t text_offset;
-    uint32_t text_len;
+    uint64_t text_offset;            /* the snippet's bytes in the file: snippet_line's start */
+    uint32_t text_len;               /* to the definition's end */
 };
 
 void search_hits_free(struct search_hit *hits, size_t n);

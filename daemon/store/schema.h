@@ -1,5 +1,5 @@
 /*
- * schema.h - the on-disk layout of coarch's LMDB environment, schema version 1.
+ * schema.h - the on-disk layout of coarch's LMDB environment, schema version 2.
  *
  * This file is the format's documentation (in the manner of SQLite's btreeInt.h) and the single
  * source of the offsets that store-*.c encode and decode.  Nothing outside daemon/store/ should
@@ -72,10 +72,19 @@
  *                 52     2   path_len      L1, without NUL
  *                 54     2   lang_len      L2, without NUL
  *                 56     2   symbol_len    L3, without NUL (0 = no symbol)
- *                 58     2   reserved      0
+ *                 58     2   flags         CHUNK_F_UNIT: the unit fields follow the strings
  *                 60  L1+1   path + NUL    relative to the repository
  *                  .  L2+1   language + NUL
  *                  .  L3+1   symbol + NUL
+ *               with CHUNK_F_UNIT (schema 2), right after the symbol's NUL (unaligned):
+ *                  +0    8   unit_offset   byte offset of the unit (the embedded lines)
+ *                  +8    4   unit_len      bytes
+ *                 +12    4   unit_start_line
+ *                 +16    4   unit_end_line
+ *             Since schema 2 the line and byte range at 32..51 is the chunk's *definition*
+ *             (the whole function its unit was cut from: what a search hit reports) and the
+ *             unit fields the part that was embedded.  A row without CHUNK_F_UNIT (every row
+ *             of schema 1, where the range was the chunk's group) is its own unit.
  *
  * vectors     key: u64 BE chunk id.   value:
  *               OFFSET SIZE  FIELD
@@ -126,7 +135,7 @@
 #define COARCH_STORE_SCHEMA_H
 
 /* The schema this build writes.  Bump it together with a step in store.c's migration table. */
-#define STORE_SCHEMA_VERSION 1u
+#define STORE_SCHEMA_VERSION 2u
 
 #define STORE_META_SCHEMA_VERSION "coarch.schema_version"
 #define STORE_META_NEXT_REPO_ID "coarch.next_repo_id"
@@ -165,8 +174,14 @@
 #define CHUNK_PATH_LEN 52
 #define CHUNK_LANG_LEN 54
 #define CHUNK_SYMBOL_LEN 56
-#define CHUNK_RESERVED 58
+#define CHUNK_FLAGS 58
 #define CHUNK_STRINGS 60
+#define CHUNK_F_UNIT 1u
+#define CHUNK_UNIT_SIZE 20 /* the unit fields after the strings */
+#define CHUNK_UNIT_OFFSET 0
+#define CHUNK_UNIT_LEN 8
+#define CHUNK_UNIT_START_LINE 12
+#define CHUNK_UNIT_END_LINE 16
 
 /* vectors */
 #define VECTOR_DIM 0

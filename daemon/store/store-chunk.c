@@ -185,6 +185,7 @@ int store_chunk_put(struct store_txn *t, const struct store_chunk *c)
 {
     size_t plen, llen, slen, len, mark;
     uint8_t key[8], *p;
+    bool unit;
     int r;
 
     r = chunk_id_check(c->id);
@@ -197,6 +198,14 @@ int store_chunk_put(struct store_txn *t, const struct store_chunk *c)
     if (c->start_line == 0 || c->end_line < c->start_line)
         return store_error(-EINVAL, "chunk lines %" PRIu32 "-%" PRIu32 " are not a 1-based range",
                            c->start_line, c->end_line);
+    unit = c->unit_start_line || c->unit_end_line || c->unit_offset || c->unit_len;
+    if (unit && (c->unit_start_line < c->start_line || c->unit_end_line > c->end_line ||
+                 c->unit_end_line < c->unit_start_line || c->unit_offset < c->text_offset ||
+                 c->unit_offset + c->unit_len > c->text_offset + c->text_len))
+        return store_error(-EINVAL,
+                           "chunk unit %" PRIu32 "-%" PRIu32 " is not inside its definition %" PRIu32
+                           "-%" PRIu32,
+                           c->unit_start_line, c->unit_end_line, c->start_line, c->end_line);
     r = txn_op_begin(t, &mark);
     if (r < 0)
         return r;
@@ -204,7 +213,7 @@ int store_chunk_put(struct store_txn *t, const struct store_chunk *c)
     if (r < 0)
         return r;
 
-    len = CHUNK_STRINGS + plen + 1 + llen + 1 + slen + 1;
+    len = CHUNK_STRINGS + plen + 1 + llen + 1 + slen + 1 + (unit ? CHUNK_UNIT_SIZE : 0);
     r = txn_buf(t, len);
     if (r < 0)
         return store_error(r, "out of memory");
@@ -218,12 +227,20 @@ int store_chunk_put(struct store_txn *t, const struct store_chunk *c)
     u16_put(p + CHUNK_PATH_LEN, (uint16_t)plen);
     u16_put(p + CHUNK_LANG_LEN, (uint16_t)llen);
     u16_put(p + CHUNK_SYMBOL_LEN, (uint16_t)slen);
+    u16_put(p + CHUNK_FLAGS, unit ? CHUNK_F_UNIT : 0);
     p += CHUNK_STRINGS;
     memcpy(p, c->path, plen + 1);
     p += plen + 1;
     memcpy(p, llen ? c->language : "", llen + 1);
     p += llen + 1;
     memcpy(p, slen ? c->symbol : "", slen + 1);
+    p += slen + 1;
+    if (unit) {
+        u64_put(p + CHUNK_UNIT_OFFSET, c->unit_offset);
+        u32_put(p + CHUNK_UNIT_LEN, c->unit_len);
+        u32_put(p + CHUNK_UNIT_START_LINE, c->unit_start_line);
+        u32_put(p + CHUNK_UNIT_END_LINE, c->unit_end_line);
+    }
 
     be64_put(key, c->id);
     r = txn_put(t, TABLE_CHUNKS, key, sizeof(key), t->buf, len, MDB_NOOVERWRITE);
@@ -236,8 +253,9 @@ int store_chunk_put(struct store_txn *t, const struct store_chunk *c)
 
 int store_chunk_get(struct store_txn *t, uint64_t id, struct store_chunk *ret)
 {
-    const uint8_t *p;
-    size_t plen, llen, slen;
+    const uint8_t *p, *u;
+    size_t plen, llen, slen, end;
+    uint16_t flags;
     uint8_t key[8];
     MDB_val v;
     int r;
@@ -252,9 +270,12 @@ int store_chunk_get(struct store_txn *t, uint64_t id, struct store_chunk *ret)
     plen = u16_get(p + CHUNK_PATH_LEN);
     llen = u16_get(p + CHUNK_LANG_LEN);
     slen = u16_get(p + CHUNK_SYMBOL_LEN);
-    if (v.mv_size != CHUNK_STRINGS + plen + 1 + llen + 1 + slen + 1 ||
+    flags = u16_get(p + CHUNK_FLAGS);
+    end = CHUNK_STRINGS + plen + 1 + llen + 1 + slen + 1;
+    if ((flags & ~CHUNK_F_UNIT) ||
+        v.mv_size != end + ((flags & CHUNK_F_UNIT) ? CHUNK_UNIT_SIZE : 0) ||
         p[CHUNK_STRINGS + plen] != '\0' || p[CHUNK_STRINGS + plen + 1 + llen] != '\0' ||
-        p[v.mv_size - 1] != '\0')
+        p[end - 1] != '\0')
         goto bad;
     *ret = (struct store_chunk){
         .id = id,
@@ -267,6 +288,18 @@ int store_chunk_get(struct store_txn *t, uint64_t id, struct store_chunk *ret)
         .text_len = u32_get(p + CHUNK_TEXT_LEN),
     };
     memcpy(ret->hash, p + CHUNK_HASH, STORE_HASH_SIZE);
+    u = p + end;
+    if (flags & CHUNK_F_UNIT) {
+        ret->unit_offset = u64_get(u + CHUNK_UNIT_OFFSET);
+        ret->unit_len = u32_get(u + CHUNK_UNIT_LEN);
+        ret->unit_start_line = u32_get(u + CHUNK_UNIT_START_LINE);
+        ret->unit_end_line = u32_get(u + CHUNK_UNIT_END_LINE);
+    } else {
+        ret->unit_offset = ret->text_offset;
+        ret->unit_len = ret->text_len;
+        ret->unit_start_line = ret->start_line;
+        ret->unit_end_line = ret->end_line;
+    }
     return 0;
 bad:
     return store_error(-EBADMSG, "chunks row %#" PRIx64 " is malformed", id);

@@ -40,9 +40,15 @@ struct store_chunk {
     const char *path;              /* relative to the repo, 1..STORE_MAX_FILE_PATH bytes */
     const char *language;          /* 0..STORE_MAX_LANGUAGE bytes; NULL reads as "" */
     const char *symbol;            /* 0..STORE_MAX_SYMBOL bytes; NULL reads as "" */
-    uint32_t start_line, end_line; /* 1-based, inclusive, start <= end */
-    uint64_t text_offset;          /* byte range of the chunk in its file */
+    uint32_t start_line, end_line; /* what a hit on the chunk stands for (its definition):
+                                    * 1-based, inclusive, start <= end */
+    uint64_t text_offset;          /* byte range of that definition in its file */
     uint32_t text_len;
+    /* The unit itself: the lines whose text was embedded and indexed, inside the range above.
+     * All zero when put means "the same as the range above"; rows of schema 1 read so. */
+    uint32_t unit_start_line, unit_end_line;
+    uint64_t unit_offset;
+    uint32_t unit_len;
     uint8_t hash[STORE_HASH_SIZE];
 };
 

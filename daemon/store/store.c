@@ -28,13 +28,25 @@ static const struct {
 };
 
 /*
- * The built-in migration table: one step per version below STORE_SCHEMA_VERSION.  Version 1 is
- * the first schema, so there is nothing to migrate yet; the mechanism is exercised by the
- * tests through store_options.migrations.  A step must leave the environment exactly as a
- * fresh one of the next version would be.
+ * 1 -> 2: chunk rows may carry their unit after the strings (schema.h, CHUNK_F_UNIT), and the
+ * range a row had is read as its own unit.  Every schema-1 row is a valid schema-2 row, so
+ * nothing is rewritten.  The indexer's format changed with it (INDEX_FORMAT 3), so the next
+ * `index` of a repository re-chunks every file and writes definition ranges.
+ */
+static int migrate_1_chunk_units(struct store_txn *t, void *userdata)
+{
+    (void)t;
+    (void)userdata;
+    return 0;
+}
+
+/*
+ * The built-in migration table: one step per version below STORE_SCHEMA_VERSION.  The tests
+ * also drive the mechanism through store_options.migrations.  A step must leave the
+ * environment exactly as a fresh one of the next version would be.
  */
 static const struct store_migration builtin_migrations[] = {
-    {0, NULL, NULL}, /* sentinel: from_version 0 never matches (0 is not a valid version) */
+    {1, migrate_1_chunk_units, "chunk rows may record their unit"},
 };
 
 /* ---- errors ---------------------------------------------------------------------------- */

@@ -11,7 +11,9 @@
 # indexes nothing; a job cancelled midway (search still works, indexing again completes); the
 # errors for a missing directory and a repository that is not indexed; and the shell's habits:
 # search scoped to the repository around the working directory (--all for every one), index
-# with no path, the query from stdin, --vimgrep and -l, --lang checked and case-insensitive.
+# with no path, the query from stdin, --vimgrep and -l, --lang checked and case-insensitive;
+# every hit is one whole definition (a function's comment hit covers the function, a tiny
+# neighbour is reported alone, a definition over 100 lines reports the part that matched).
 #
 # Needs the model (all-MiniLM-L6-v2, `scripts/fetch-model`) in $COARCH_TEST_MODEL_DIR or the
 # default models directory: without it the test skips (77), or fails when CI is set.
@@ -571,10 +573,12 @@ m = re.search(r"\"took_ms\":(-?[0-9.e+-]+)", t)
 assert m and len(m.group(1).partition(".")[2]) <= 3, t[:200]' <<<"$out" ||
     fail "took_ms not to the microsecond: ${out:0:200}"
 run "jobs --json numbers" 0 jobs --json &&
-    python3 -c 'import re, sys; t = sys.stdin.read()
-for k in ("elapsed_s", "chunks_per_s"):
-    for v in re.findall(r"\"%s\":(-?[0-9.e+-]+)" % k, t):
-        assert len(v.partition(".")[2]) <= 3, (k, v)' <<<"$out" || fail "unrounded job numbers: ${out:0:300}"
+    python3 -c 'import json, sys
+# A value, not its spelling: 3.4e+06 chunks/s (a job of nothing) is rounded too.
+for j in json.loads(sys.stdin.read())["jobs"]:
+    for k in ("elapsed_s", "chunks_per_s"):
+        assert j[k] == round(j[k], 3), (k, j[k])' <<<"$out" 2>"$tmp/py.err" ||
+    fail "unrounded job numbers: $(tail -n 1 "$tmp/py.err")"
 run "query from stdin" 0 search --json -k 3 --mode lexical - <<<"parse_config_file" &&
     check "stdin query" "$py_helpers
 assert res and res[0]['symbol'] == 'parse_config_file', res[:1]"
@@ -609,6 +613,66 @@ long=$(head -c 5000 /dev/zero | tr '\0' 'q')
 run "no results for a long query" 0 search --mode lexical "$long" &&
     [[ ${#err} -lt 200 ]] || fail "a long query is echoed whole: ${#err} bytes"
 popd >/dev/null || exit 1
+
+# ---- 9. a hit is its definition, once --------------------------------------------------------
+section "9. hits are whole definitions"
+hits=$tmp/hits
+mkdir -p "$hits"
+python3 - "$hits/ring.c" <<'PY'
+import sys
+out = ["#include <stddef.h>", ""]
+# Tiny neighbours: one group of small functions in the chunker, but each its own hit.
+for name, op in (("ring_first", "0"), ("ring_second", "1"), ("ring_third", "2")):
+    out += [f"int {name}(const int *r) {{", f"    return r[{op}];", "}", ""]
+# A leading comment long enough to be cut off the function as a chunk of its own.
+out += ["/*"]
+out += [f" * Okapi quartz lanterns {i}: the drained reservoir keeps its ledger of tides, and the"
+        f" lighthouse keeper counts the herons twice before dawn." for i in range(12)]
+out += [" */", "int ring_drain(int *r, size_t n)", "{", "    int sum = 0;", ""]
+out += [f"    sum += r[{i}] * {i + 3}; /* step {i} */" for i in range(40)]
+out += ["    return sum;", "}", ""]
+# A definition longer than a hit may be: it reports the part that matched.
+out += ["int ring_enormous(int *r)", "{", "    int acc = 0;"]
+out += [f"    acc ^= r[{i}] << {i % 7}; /* mix {i} */" for i in range(150)]
+out += ["    acc += 7; /* zanzibar marmalade platypus */", "    return acc;", "}"]
+open(sys.argv[1], "w").write("\n".join(out) + "\n")
+PY
+run "index the definitions repository" 0 index --wait --quiet "$hits"
+run "a hit on a function's comment" 0 search --json -k 10 --repo "$hits" \
+    okapi quartz lanterns drained reservoir ledger herons lighthouse &&
+    check "covers the whole function, names it, once" "
+res = d['results']
+lines = open('$hits/ring.c').read().split('\n')
+fn = lines.index('int ring_drain(int *r, size_t n)') + 1
+close = fn + 1 + lines[fn:].index('}')
+top = res[0]
+assert top['symbol'] == 'ring_drain', top
+assert top['start_line'] < fn and top['end_line'] == close, (top['start_line'], top['end_line'], fn, close)
+assert (top['definition_start_line'], top['definition_end_line']) == (top['start_line'], top['end_line'])
+assert top['snippet'].startswith('/*'), top['snippet'][:80]
+defs = [(r['path'], r['definition_start_line'], r['definition_end_line']) for r in res]
+assert len(defs) == len(set(defs)), defs"
+run "a hit on a tiny neighbour" 0 search --json -k 10 --mode lexical --repo "$hits" ring_second &&
+    check "reports that function alone" "
+top = d['results'][0]
+lines = open('$hits/ring.c').read().split('\n')
+fn = lines.index('int ring_second(const int *r) {') + 1
+assert top['symbol'] == 'ring_second', top
+assert (top['start_line'], top['end_line']) == (fn, fn + 2), (top['start_line'], top['end_line'], fn)"
+run "a hit deep in a long definition" 0 search --json -k 10 --mode lexical --repo "$hits" \
+    zanzibar marmalade platypus &&
+    check "reports the part that matched, says so" "
+top = d['results'][0]
+lines = open('$hits/ring.c').read().split('\n')
+want = next(i for i, l in enumerate(lines, 1) if 'zanzibar' in l)
+assert top['symbol'] == 'ring_enormous', top
+assert top['end_line'] - top['start_line'] < 100, top
+assert top['start_line'] <= want <= top['end_line'], (top['start_line'], top['end_line'], want)
+assert top['definition_end_line'] - top['definition_start_line'] >= 150, top
+assert top['start_line'] <= top['snippet_line'] <= want, top
+assert sum(r['symbol'] == 'ring_enormous' for r in d['results']) == 1, d['results']"
+run "people's form of a long definition" 0 search -k 1 --mode lexical --repo "$hits" zanzibar &&
+    contains "says it is a part" "$out" "(part of "
 
 section "done"
 if [[ $failures -gt 0 ]]; then

@@ -170,6 +170,19 @@ static void check_invariants(const char *path, const char *src, size_t len,
         ASSERT_LE(ue, c->end_byte);
         ASSERT_GE(ua, starts[c->unit_start_line - 1]);
         ASSERT_LE(ue, c->unit_end_line < n_lines ? starts[c->unit_end_line] : len);
+        /* The definition: contains the unit; the chunks of one are neighbours sharing its
+         * symbol; two definitions do not share bytes (line windows overlap, as their units). */
+        ASSERT_LE(c->def_start_line, c->unit_start_line);
+        ASSERT_GE(c->def_end_line, c->unit_end_line);
+        ASSERT_LE(c->def_start_byte, ua);
+        ASSERT_GE(c->def_end_byte, ue);
+        ASSERT_LE(c->def_end_byte, len);
+        if (p && p->def_start_byte == c->def_start_byte) {
+            ASSERT_EQ(p->def_end_byte, c->def_end_byte);
+            ASSERT_STREQ(p->symbol, c->symbol);
+        } else if (p && !overlap) {
+            ASSERT_LE(p->def_end_byte, c->def_start_byte);
+        }
         if (c->title) {
             /* One line of the unit right after it, in its group, under its name, without the
              * indentation or trailing blanks. */
@@ -874,6 +887,69 @@ TEST(split_is_balanced)
     chunk_list_release(&l);
     chunker_free(c);
     free(b.s);
+}
+
+TEST(definition_spans_every_piece_of_a_unit)
+{
+    /* A C function whose leading comment is too long to share a chunk with its code, and a
+     * body cut in several pieces: every chunk of it (comment, title, body pieces) stands for
+     * the whole function; the small function after it is its own definition. */
+    char src[16384];
+    size_t len = 0;
+    uint32_t fn_line = 0, close_line = 0, line = 1, small_line = 0;
+    struct chunker *c;
+    struct chunk_options opt;
+    struct chunk_list l;
+    size_t n_long = 0;
+
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        len += (size_t)snprintf(src + len, sizeof(src) - len, __VA_ARGS__);                        \
+        line++;                                                                                    \
+    } while (0)
+    ADD("/*\n");
+    for (int i = 0; i < 14; i++)
+        ADD(" * Comment line %d tells the reader how the drain keeps its ledger of tides.\n", i);
+    ADD(" */\n");
+    fn_line = line;
+    ADD("int ring_drain(int *r)\n");
+    ADD("{\n");
+    ADD("    int sum = 0;\n");
+    for (int i = 0; i < 60; i++)
+        ADD("    sum += r[%d] * %d; /* step %d */\n", i, i + 3, i);
+    ADD("    return sum;\n");
+    close_line = line;
+    ADD("}\n");
+    ADD("\n");
+    small_line = line;
+    ADD("int ring_one(int *r) { return r[1]; }\n");
+#undef ADD
+
+    need_grammars();
+    ASSERT_OK(chunker_new(&c));
+    chunk_options_init(&opt);
+    chunk_list_init(&l);
+    ASSERT_GT(chunk_file(c, "drain.c", src, len, &opt, &l), 3);
+    check_invariants("drain.c", src, len, &opt, &l, false);
+    for (size_t i = 0; i < l.n; i++) {
+        const struct chunk *ch = &l.items[i];
+        if (strcmp(ch->symbol, "ring_drain") == 0) {
+            ASSERT_EQ(ch->def_start_line, 1);
+            ASSERT_EQ(ch->def_end_line, close_line);
+            ASSERT_EQ(ch->def_start_byte, 0);
+            n_long++;
+        } else {
+            ASSERT_STREQ(ch->symbol, "ring_one");
+            ASSERT_EQ(ch->def_start_line, small_line);
+            ASSERT_EQ(ch->def_end_line, small_line);
+        }
+    }
+    /* The comment alone, the title and at least two pieces of the body. */
+    ASSERT_GE(n_long, 4);
+    ASSERT_EQ(l.items[0].unit_start_line, 1);
+    ASSERT_LT(l.items[0].unit_end_line, fn_line);
+    chunk_list_release(&l);
+    chunker_free(c);
 }
 
 TEST(tiny_functions_merged)

@@ -64,6 +64,17 @@ static struct store *open_at(const char *dir)
     return s;
 }
 
+/* A store stamped with an older schema, as an earlier coarch made it. */
+static struct store *open_at_version(const char *dir, uint32_t version)
+{
+    struct store_options o = test_options();
+    struct store *s = NULL;
+
+    o.schema_version = version;
+    ASSERT_OK(store_open(dir, &o, &s));
+    return s;
+}
+
 static void fill_vec(float *v, uint32_t dim, uint64_t seed)
 {
     for (uint32_t i = 0; i < dim; i++)
@@ -346,7 +357,7 @@ TEST(schema_migrates_older_and_refuses_newer)
     char *dir = tmpdir_new();
     struct store_options o = test_options();
     struct migration_log log = {.fail_at = -1};
-    struct store *s = open_at(dir);
+    struct store *s = open_at_version(dir, 1);
     struct store_txn *t;
     uint32_t repo;
 
@@ -375,13 +386,14 @@ TEST(schema_migrates_older_and_refuses_newer)
     ASSERT_STREQ(log.steps, "");
     store_free(s);
 
-    /* The real build (version 1) refuses a version 3 store, naming both versions. */
+    /* A build at version 2 refuses a version 3 store, naming both versions. */
     o = test_options();
+    o.schema_version = 2;
     s = NULL;
     ASSERT_EQ(store_open(dir, &o, &s), -EPROTONOSUPPORT);
     ASSERT_TRUE(s == NULL);
     ASSERT_TRUE(strstr(store_last_error(), "schema version 3") != NULL);
-    ASSERT_TRUE(strstr(store_last_error(), "supports (1)") != NULL);
+    ASSERT_TRUE(strstr(store_last_error(), "supports (2)") != NULL);
     o.read_only = true;
     ASSERT_EQ(store_open(dir, &o, &s), -EPROTONOSUPPORT);
     ASSERT_TRUE(strstr(store_last_error(), "schema version 3") != NULL);
@@ -394,7 +406,7 @@ TEST(schema_migration_failure_keeps_old_version)
     char *dir = tmpdir_new();
     struct store_options o = test_options();
     struct migration_log log = {.fail_at = 2};
-    struct store *s = open_at(dir);
+    struct store *s = open_at_version(dir, 1);
 
     store_free(s);
     o.schema_version = 3;
@@ -406,7 +418,7 @@ TEST(schema_migration_failure_keeps_old_version)
     ASSERT_TRUE(strstr(store_last_error(), "migration from schema 2 to 3") != NULL);
 
     /* All or nothing: version 1, and step 1's write is gone too. */
-    s = open_at(dir);
+    s = open_at_version(dir, 1);
     ASSERT_EQ(stored_version(s), 1);
     ASSERT_FALSE(meta_has(s, "migrated.1"));
     store_free(s);
@@ -421,6 +433,71 @@ TEST(schema_migration_failure_keeps_old_version)
     /* A read-only open cannot migrate. */
     o.read_only = true;
     ASSERT_EQ(store_open(dir, &o, &s), -EROFS);
+    rm_rf(dir);
+    free(dir);
+}
+
+TEST(schema_1_chunks_read_as_their_own_unit_after_the_real_migration)
+{
+    char *dir = tmpdir_new();
+    struct store *s = open_at_version(dir, 1);
+    struct store_txn *t;
+    struct store_chunk c, g;
+    uint64_t first;
+    uint32_t repo;
+
+    /* A row without unit fields is byte for byte a schema-1 row. */
+    ASSERT_OK(store_write_begin(s, &t));
+    ASSERT_OK(store_repo_get_or_create(t, "/src/m", &repo));
+    ASSERT_OK(store_chunk_ids_alloc(t, repo, 2, &first));
+    c = (struct store_chunk){.id = first,
+                             .path = "a.c",
+                             .language = "c",
+                             .symbol = "f",
+                             .start_line = 3,
+                             .end_line = 9,
+                             .text_offset = 20,
+                             .text_len = 80};
+    ASSERT_OK(store_chunk_put(t, &c));
+    ASSERT_OK(store_write_commit(t));
+    store_free(s);
+
+    s = open_at(dir);
+    ASSERT_EQ(stored_version(s), STORE_SCHEMA_VERSION);
+    ASSERT_OK(store_read_begin(s, &t));
+    ASSERT_OK(store_chunk_get(t, first, &g));
+    ASSERT_EQ(g.start_line, 3);
+    ASSERT_EQ(g.unit_start_line, 3);
+    ASSERT_EQ(g.unit_end_line, 9);
+    ASSERT_EQ(g.unit_offset, 20);
+    ASSERT_EQ(g.unit_len, 80);
+    store_read_end(t);
+
+    /* A unit inside its definition round-trips; one outside it is refused. */
+    ASSERT_OK(store_write_begin(s, &t));
+    c.id = first + 1;
+    c.unit_start_line = 5;
+    c.unit_end_line = 7;
+    c.unit_offset = 40;
+    c.unit_len = 30;
+    ASSERT_OK(store_chunk_put(t, &c));
+    c.unit_end_line = 10;
+    ASSERT_EQ(store_chunk_put(t, &c), -EINVAL);
+    c.unit_end_line = 7;
+    c.unit_len = 61; /* past the definition's last byte */
+    ASSERT_EQ(store_chunk_put(t, &c), -EINVAL);
+    ASSERT_OK(store_write_commit(t));
+    ASSERT_OK(store_read_begin(s, &t));
+    ASSERT_OK(store_chunk_get(t, first + 1, &g));
+    ASSERT_EQ(g.start_line, 3);
+    ASSERT_EQ(g.end_line, 9);
+    ASSERT_EQ(g.unit_start_line, 5);
+    ASSERT_EQ(g.unit_end_line, 7);
+    ASSERT_EQ(g.unit_offset, 40);
+    ASSERT_EQ(g.unit_len, 30);
+    ASSERT_STREQ(g.symbol, "f");
+    store_read_end(t);
+    store_free(s);
     rm_rf(dir);
     free(dir);
 }

@@ -6,7 +6,8 @@
  * DESIGN.md section 7 promises the evaluation: every result carries path (relative to its
  * repository), start_line and end_line (1-based, inclusive: the definition, or the part of a
  * long one that matched), definition_start/end_line, snippet_line (where the snippet starts),
- * score and the rest as the daemon sent them.  One line when piped, so `json.loads(stdout)` always works.
+ * score and the rest as the daemon sent them.  One line when piped, so `json.loads(stdout)`
+ * always works.
  *
  * People's form, per hit:
  *

@@ -90,8 +90,8 @@ struct search_request {
 struct search_hit {
     uint64_t chunk_id;
     uint32_t repo;
-    char *repo_path; /* absolute */
-    char *path;      /* relative to repo_path */
+    char *repo_path;                       /* absolute */
+    char *path;                            /* relative to repo_path */
     uint32_t start_line, end_line;         /* what the hit reports (see DESIGN above) */
     uint32_t def_start_line, def_end_line; /* the whole definition */
     uint32_t snippet_line;                 /* the best unit's first line */

@@ -203,8 +203,8 @@ int store_chunk_put(struct store_txn *t, const struct store_chunk *c)
                  c->unit_end_line < c->unit_start_line || c->unit_offset < c->text_offset ||
                  c->unit_offset + c->unit_len > c->text_offset + c->text_len))
         return store_error(-EINVAL,
-                           "chunk unit %" PRIu32 "-%" PRIu32 " is not inside its definition %" PRIu32
-                           "-%" PRIu32,
+                           "chunk unit %" PRIu32 "-%" PRIu32
+                           " is not inside its definition %" PRIu32 "-%" PRIu32,
                            c->unit_start_line, c->unit_end_line, c->start_line, c->end_line);
     r = txn_op_begin(t, &mark);
     if (r < 0)

@@ -295,9 +295,11 @@ fail:
 }
 
 /*
- * v2: the smallest memory.max of dir and its ancestors up to and including the mount point;
- * UINT64_MAX if none.  The real root cgroup has no memory.max, but under a cgroup namespace
- * the mount point is the container's own cgroup and its memory.max is the container's limit.
+ * v2: the smallest memory.max or memory.high of dir and its ancestors up to and including the
+ * mount point; UINT64_MAX if none.  memory.high counts: above it the kernel throttles and
+ * reclaims hard, which is what a systemd MemoryHigh= asks the governor to stay under.  The
+ * real root cgroup has no memory.max, but under a cgroup namespace the mount point is the
+ * container's own cgroup and its memory.max is the container's limit.
  */
 static uint64_t cgroup_v2_limit(const struct cgroup_loc *loc)
 {
@@ -311,6 +313,9 @@ static uint64_t cgroup_v2_limit(const struct cgroup_loc *loc)
         char *slash;
 
         if (path_fmt(path, sizeof(path), "%s/memory.max", dir) == 0 && read_u64_file(path, &v) == 0)
+            limit = MIN(limit, v);
+        if (path_fmt(path, sizeof(path), "%s/memory.high", dir) == 0 &&
+            read_u64_file(path, &v) == 0)
             limit = MIN(limit, v);
         if (strlen(dir) <= mlen)
             break;

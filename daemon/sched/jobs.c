@@ -403,12 +403,6 @@ static void run_job(struct jobs *q, struct job *j)
     scan_options_init(&env.scan);
     env.scan.max_file_size = q->max_file_size;
     chunk_options_init(&env.chunk);
-    {
-        /* Experiment knob: pieces below this many tokens merge with a neighbour (chunk.h). */
-        const char *v = getenv("COARCH_CHUNK_MIN_TOKENS");
-        if (v && *v)
-            env.chunk.min_tokens = strtoul(v, NULL, 10);
-    }
     env.checkpoint_every = pressure_monitor_config(q->env.pressure)->checkpoint_frequency;
     env.committed = on_committed;
     env.userdata = q;

@@ -2,7 +2,8 @@
 # test-install.sh - `meson install` into a temporary DESTDIR: both programs, the systemd user
 # units (ExecStart names the installed coarchd), the man pages, and the bash, zsh and fish
 # completions, each of which must parse in its shell (bash -n, zsh -n, fish --no-execute; a
-# missing shell is a skip here and a failure under CI, where scripts/setup installs them).
+# missing shell is a skip here and a failure under CI, where scripts/setup installs them), and
+# the units pass `systemd-analyze --user verify`.
 #
 # Env (set by meson): COARCH_TEST_BUILD_DIR.
 set -u
@@ -34,6 +35,24 @@ grep -qx "ExecStart=$prefix/bin/coarchd" "$root/share/systemd/user/coarchd.servi
     fail "ExecStart does not name $prefix/bin/coarchd: $(grep ExecStart= "$root/share/systemd/user/coarchd.service")"
 "$root/bin/coarchctl" --version >/dev/null || fail "the installed coarchctl does not run"
 "$root/bin/coarchd" --version >/dev/null || fail "the installed coarchd does not run"
+
+# The units as systemd reads them: `systemd-analyze --user verify` (any complaint fails; it
+# checks ExecStart's program, so the copies name the one installed under DESTDIR).
+if command -v systemd-analyze >/dev/null; then
+    mkdir -p "$tmp/units" "$tmp/run" && chmod 700 "$tmp/run"
+    cp "$root/share/systemd/user/coarchd.service" "$root/share/systemd/user/coarchd.socket" "$tmp/units/"
+    sed -i "s|^ExecStart=|ExecStart=$tmp|" "$tmp/units/coarchd.service"
+    if ! XDG_RUNTIME_DIR=$tmp/run systemd-analyze --user verify "$tmp/units/coarchd.service" \
+        "$tmp/units/coarchd.socket" >"$tmp/verify.log" 2>&1 || [[ -s $tmp/verify.log ]]; then
+        fail "systemd-analyze verify: $(cat "$tmp/verify.log")"
+    else
+        echo "ok: systemd-analyze --user verify coarchd.service coarchd.socket"
+    fi
+elif [[ -n ${CI:-} ]]; then
+    fail "systemd-analyze is not installed and CI is set (scripts/setup installs systemd)"
+else
+    echo "skip: no systemd-analyze here"
+fi
 
 shell_check() { # shell_check SHELL ARGS... FILE
     local sh=$1

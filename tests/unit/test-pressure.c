@@ -887,6 +887,13 @@ TEST(cgroup_v2_fake_tree)
     ASSERT_EQ(r.limit, 512 * MiB);
     ASSERT_EQ(r.limit_source, PRESSURE_LIMIT_CGROUP);
 
+    /* memory.high (systemd's MemoryHigh=) is a limit too, when lower. */
+    put(root, "sys/fs/cgroup/user.slice/x/memory.high", "268435456\n");
+    r = sample(root, 0);
+    ASSERT_EQ(r.limit, 256 * MiB);
+    ASSERT_EQ(r.limit_source, PRESSURE_LIMIT_CGROUP);
+    put(root, "sys/fs/cgroup/user.slice/x/memory.high", "max\n");
+
     /* No limit anywhere: physical RAM, and usage is the RSS. */
     put(root, "sys/fs/cgroup/user.slice/memory.max", "max\n");
     r = sample(root, 0);

@@ -400,3 +400,42 @@ void client_print_result(struct client *cl, const msgpack_object *o)
     else
         output_human(stdout, o, 0);
 }
+
+/*
+ * The indexed repository the working directory is in (the deepest, when they nest), as a
+ * malloc'd path in *ret (NULL: none, or the daemon cannot say); and how many are indexed.
+ */
+int client_repo_of_cwd(struct client *cl, char **ret, uint32_t *ret_n)
+{
+    const msgpack_object *repos;
+    struct proto_msg *resp;
+    char *cwd = realpath(".", NULL);
+    size_t best = 0;
+    int r;
+
+    *ret = NULL;
+    *ret_n = 0;
+    r = client_call(cl, "repos", &resp);
+    if (r != CLIENT_EXIT_OK) {
+        free(cwd);
+        return r;
+    }
+    repos = proto_map_get(&resp->result, "repos");
+    if (repos && repos->type == MSGPACK_OBJECT_ARRAY) {
+        *ret_n = repos->via.array.size;
+        for (uint32_t i = 0; cwd && i < repos->via.array.size; i++) {
+            const char *p;
+            size_t len;
+            if (proto_get_str(&repos->via.array.ptr[i], "path", &p, &len) < 0 || len <= best)
+                continue;
+            if (strncmp(cwd, p, len) == 0 && (cwd[len] == '\0' || cwd[len] == '/' || len == 1)) {
+                free(*ret);
+                *ret = strndup(p, len);
+                best = len;
+            }
+        }
+    }
+    proto_msg_free(resp);
+    free(cwd);
+    return CLIENT_EXIT_OK;
+}

@@ -73,7 +73,7 @@ struct client_command {
 extern const struct client_command client_cmd_ping, client_cmd_status, client_cmd_shutdown,
     client_cmd_version, client_cmd_help;
 extern const struct client_command client_cmd_index, client_cmd_search, client_cmd_jobs,
-    client_cmd_cancel, client_cmd_repos, client_cmd_remove, client_cmd_embed;
+    client_cmd_cancel, client_cmd_repos, client_cmd_remove, client_cmd_embed, client_cmd_mcp;
 const struct client_command *client_command_find(const char *name);
 /* Prints "'x' is not a coarchctl command" with the closest names; returns CLIENT_EXIT_USAGE. */
 int client_command_unknown(const char *name);
@@ -132,5 +132,12 @@ void client_print_json(struct client *cl, const msgpack_object *o);
 /* --json: prints the msgpack value in `data`; returns an exit code. */
 int client_print_json_packed(struct client *cl, const char *data, size_t len);
 void client_print_result(struct client *cl, const msgpack_object *o);
+
+/*
+ * The indexed repository the working directory is in (the deepest, when they nest), as a
+ * malloc'd path in *ret (NULL: none), and how many repositories are indexed; asks the daemon
+ * (`repos`) over cl->conn.  Returns an exit code.
+ */
+int client_repo_of_cwd(struct client *cl, char **ret, uint32_t *ret_n);
 
 #endif

@@ -343,45 +343,6 @@ static char *read_stdin_query(void)
     return q;
 }
 
-/*
- * The indexed repository the working directory is in (the deepest, when they nest), as a
- * malloc'd path in *ret (NULL: none, or the daemon cannot say); and how many are indexed.
- */
-static int repo_of_cwd(struct client *cl, char **ret, uint32_t *ret_n)
-{
-    const msgpack_object *repos;
-    struct proto_msg *resp;
-    char *cwd = realpath(".", NULL);
-    size_t best = 0;
-    int r;
-
-    *ret = NULL;
-    *ret_n = 0;
-    r = client_call(cl, "repos", &resp);
-    if (r != CLIENT_EXIT_OK) {
-        free(cwd);
-        return r;
-    }
-    repos = proto_map_get(&resp->result, "repos");
-    if (repos && repos->type == MSGPACK_OBJECT_ARRAY) {
-        *ret_n = repos->via.array.size;
-        for (uint32_t i = 0; cwd && i < repos->via.array.size; i++) {
-            const char *p;
-            size_t len;
-            if (proto_get_str(&repos->via.array.ptr[i], "path", &p, &len) < 0 || len <= best)
-                continue;
-            if (strncmp(cwd, p, len) == 0 && (cwd[len] == '\0' || cwd[len] == '/' || len == 1)) {
-                free(*ret);
-                *ret = strndup(p, len);
-                best = len;
-            }
-        }
-    }
-    proto_msg_free(resp);
-    free(cwd);
-    return CLIENT_EXIT_OK;
-}
-
 static int search_run(struct client *cl, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -476,7 +437,7 @@ static int search_run(struct client *cl, int argc, char **argv)
         goto out;
     /* Inside an indexed repository, that repository (as git and rg keep to the work tree). */
     if (!repo && !all) {
-        r = repo_of_cwd(cl, &repo, &n_repos);
+        r = client_repo_of_cwd(cl, &repo, &n_repos);
         if (r != CLIENT_EXIT_OK)
             goto out;
         implicit = repo != NULL;
@@ -507,7 +468,7 @@ static int search_run(struct client *cl, int argc, char **argv)
         bool none = !res || res->type != MSGPACK_OBJECT_ARRAY || res->via.array.size == 0;
         /* Nothing found because nothing is indexed: say so, and fail like a missing --repo.
          * The repositories were counted already unless --all skipped the scoping. */
-        if (none && !repo && all && repo_of_cwd(cl, &repo, &n_repos) != CLIENT_EXIT_OK)
+        if (none && !repo && all && client_repo_of_cwd(cl, &repo, &n_repos) != CLIENT_EXIT_OK)
             n_repos = 1; /* cannot tell: say nothing more than "no results" */
         if (none && !repo && n_repos == 0) {
             fprintf(stderr, "coarchctl search: nothing is indexed yet: index a repository "

@@ -422,7 +422,7 @@ static int tool_repos(struct mcp *m, json_t *args, char **text, json_t **structu
 {
     static const char *const known[] = {NULL};
     struct proto_msg *resp;
-    json_t *res, *repo;
+    json_t *res, *repo = NULL;
     size_t i;
 
     if (args_known(m, args, known) < 0 || call(m, "repos", &resp) < 0)

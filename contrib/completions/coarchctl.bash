@@ -7,7 +7,7 @@ _coarchctl() {
         words=("${COMP_WORDS[@]}")
         cword=$COMP_CWORD
     }
-    local commands="index search jobs cancel repos remove embed ping status shutdown version help"
+    local commands="index search jobs cancel repos remove embed mcp ping status shutdown version help"
     local global="--socket --json --no-autostart --timeout --help --version"
     local cmd= i
     for ((i = 1; i < cword; i++)); do

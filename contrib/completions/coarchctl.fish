@@ -1,5 +1,5 @@
 # fish completion for coarchctl (installed to share/fish/vendor_completions.d/coarchctl.fish)
-set -l commands index search jobs cancel repos remove embed ping status shutdown version help
+set -l commands index search jobs cancel repos remove embed mcp ping status shutdown version help
 complete -c coarchctl -f
 complete -c coarchctl -n "not __fish_seen_subcommand_from $commands" -a "$commands"
 complete -c coarchctl -l socket -r -d 'the daemon socket'

@@ -27,7 +27,9 @@ root=$tmp$prefix
 for f in bin/coarchctl bin/coarchd share/man/man1/coarchctl.1 share/man/man8/coarchd.8 \
     share/systemd/user/coarchd.service share/systemd/user/coarchd.socket \
     share/bash-completion/completions/coarchctl share/zsh/site-functions/_coarchctl \
-    share/fish/vendor_completions.d/coarchctl.fish; do
+    share/fish/vendor_completions.d/coarchctl.fish \
+    share/nvim/site/pack/coarch/start/coarch.nvim/lua/coarch/init.lua \
+    share/nvim/site/pack/coarch/start/coarch.nvim/plugin/coarch.lua; do
     [[ -e $root/$f ]] || fail "not installed: $prefix/$f"
 done
 [[ -x $root/bin/coarchctl && -x $root/bin/coarchd ]] || fail "the programs are not executable"

@@ -70,12 +70,13 @@ static int pack_job(msgpack_packer *pk, const struct job *j, const struct method
 {
     int r;
 
-    r = msgpack_pack_map(pk, PROGRESS_FIELDS + 10);
+    r = msgpack_pack_map(pk, PROGRESS_FIELDS + 11);
     r |= pack_progress_fields(pk, j, env);
     r |= proto_pack_kv_uint(pk, "files_unchanged", j->progress.files_unchanged);
     r |= proto_pack_kv_uint(pk, "files_deleted", j->progress.files_deleted);
     r |= proto_pack_kv_uint(pk, "bytes_done", j->progress.bytes_done);
     r |= proto_pack_kv_uint(pk, "tokens_done", j->progress.tokens_done);
+    r |= proto_pack_kv_uint(pk, "chunks_reused", j->progress.chunks_reused);
     /* Seconds spent per stage by the job's run in this daemon (a resumed job counts from its
      * resumption): where the time goes, for `coarchctl jobs --json` and bench/index. */
     r |= proto_pack_str(pk, "stage_s");

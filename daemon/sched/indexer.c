@@ -158,6 +158,8 @@ struct pending {
     size_t written;  /* chunks [0, written) are in the store (only ever the queue's head) */
     uint64_t first;  /* its chunk ids, allocated at its first write */
     bool staged;     /* the store records [first, +chunks.n) as staged (store-chunk.h) */
+    float *reuse;    /* chunks.n vectors: the previous version's, where reused[i] */
+    uint8_t *reused; /* chunk i's text is unchanged: its vector is kept, not embedded */
 };
 
 struct run {
@@ -727,6 +729,82 @@ static void pending_release(struct pending *f)
     free(f->content);
     chunk_list_release(&f->chunks);
     free(f->vecs);
+    free(f->reuse);
+    free(f->reused);
+}
+
+struct old_chunk {
+    uint8_t hash[STORE_HASH_SIZE];
+    uint64_t id;
+};
+
+static int cmp_old_chunk(const void *a, const void *b)
+{
+    return memcmp(((const struct old_chunk *)a)->hash, ((const struct old_chunk *)b)->hash,
+                  STORE_HASH_SIZE);
+}
+
+/*
+ * Keep the vectors of unchanged chunks: a changed file's previous version is in the store, its
+ * chunk rows hash the text that was embedded (write_chunk()), and a new chunk with the same text
+ * gets the same vector from the same model, so it is copied instead of embedded.  An edit to
+ * one function of a file re-embeds that function (and its title), not the file.  Not after a
+ * model change (run->force), nor for rows of an older index format (their hash was of other
+ * bytes and simply never matches).
+ */
+static int find_reusable(struct run *run, struct pending *f)
+{
+    uint32_t dim = run->env->embed->dim, got;
+    struct store_txn *t = run->wtx;
+    struct store_file row;
+    struct old_chunk *old = NULL;
+    size_t n_old = 0;
+    int r;
+
+    if (run->force || f->chunks.n == 0)
+        return 0;
+    if (!t) {
+        r = store_read_begin(run->env->store, &t);
+        if (r < 0)
+            return 0; /* embedding everything is always correct */
+    }
+    r = store_file_get(t, run->job->repo_id, f->path, &row);
+    if (r < 0 || row.n_chunks == 0)
+        goto out;
+    old = array_alloc(row.n_chunks, sizeof(*old));
+    f->reuse = array_alloc(f->chunks.n, dim * sizeof(float));
+    f->reused = calloc(f->chunks.n, 1);
+    if (!old || !f->reuse || !f->reused) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < row.n_chunks; i++) {
+        struct store_chunk ch;
+        if (store_chunk_get(t, row.first_chunk + i, &ch) < 0)
+            continue;
+        memcpy(old[n_old].hash, ch.hash, STORE_HASH_SIZE);
+        old[n_old++].id = ch.id;
+    }
+    qsort(old, n_old, sizeof(*old), cmp_old_chunk);
+    for (size_t i = 0; i < f->chunks.n; i++) {
+        struct old_chunk key, *hit;
+        sha256(f->chunks.items[i].text, f->chunks.items[i].text_len, key.hash);
+        hit = bsearch(&key, old, n_old, sizeof(*old), cmp_old_chunk);
+        if (hit && store_vector_get(t, hit->id, f->reuse + i * dim, dim, &got) == 0 && got == dim)
+            f->reused[i] = 1;
+    }
+    r = 0;
+out:
+    if (t != run->wtx)
+        store_read_end(t);
+    free(old);
+    if (r < 0) {
+        free(f->reuse);
+        free(f->reused);
+        f->reuse = NULL;
+        f->reused = NULL;
+    }
+    return r == -ENOMEM ? r : 0;
 }
 
 /* Read root/path into a malloc'd buffer, refusing symlinks and anything over `limit` bytes. */
@@ -816,6 +894,9 @@ static int enqueue_next_file(struct run *run)
         r = -ENOMEM;
         goto fail;
     }
+    r = find_reusable(run, &f);
+    if (r < 0)
+        goto fail;
     r = array_grow((void **)&run->pend, &run->cap_pend, run->n_pend + 1, sizeof(*run->pend));
     if (r < 0)
         goto fail;
@@ -987,6 +1068,8 @@ static int run_batch(struct run *run)
     double t;
     int r;
 
+    size_t taken = 0; /* chunks consumed from the queue: n embedded plus the reused */
+
     batch_limits(run, &max_chunks, &max_tokens);
     run->p->batch_size = (unsigned)max_chunks;
     texts = array_alloc(max_chunks, sizeof(*texts));
@@ -995,17 +1078,23 @@ static int run_batch(struct run *run)
         r = -ENOMEM;
         goto out;
     }
-    /* Walk the queue from the first file with unembedded chunks. */
-    for (size_t fi = 0; fi < run->n_pend && n < max_chunks; fi++) {
+    /* Walk the queue from the first file with unembedded chunks; a reused chunk takes its
+     * place in the batch (bounded by max_chunks too) but is not embedded. */
+    for (size_t fi = 0; fi < run->n_pend && taken < max_chunks; fi++) {
         struct pending *f = &run->pend[fi];
-        for (size_t ci = f->embedded; ci < f->chunks.n && n < max_chunks; ci++) {
+        for (size_t ci = f->embedded; ci < f->chunks.n && taken < max_chunks; ci++) {
             const struct chunk *c = &f->chunks.items[ci];
+            if (f->reused && f->reused[ci]) {
+                taken++;
+                continue;
+            }
             if (n > 0 && tokens + c->n_tokens > max_tokens)
                 goto cut;
             texts[n] = c->text;
             lens[n] = c->text_len;
             tokens += c->n_tokens;
             n++;
+            taken++;
         }
     }
 cut:
@@ -1019,23 +1108,30 @@ cut:
     run->p->embed_s += clock_monotonic_s() - t;
     if (r < 0)
         goto out;
-    /* Hand the vectors back to their files, in the same order they were cut. */
-    size_t k = 0;
-    for (size_t fi = 0; fi < run->n_pend && k < n; fi++) {
+    /* Hand the vectors back to their files, in the same order they were cut: the embedded
+     * ones from out, the reused ones from their file. */
+    size_t k = 0, left = taken;
+    for (size_t fi = 0; fi < run->n_pend && left > 0; fi++) {
         struct pending *f = &run->pend[fi];
-        size_t m = MIN(f->chunks.n - f->embedded, n - k), held = f->embedded - f->written;
+        size_t m = MIN(f->chunks.n - f->embedded, left), held = f->embedded - f->written;
 
         if (m == 0)
             continue;
         r = array_grow((void **)&f->vecs, &f->cap_vecs, held + m, e->dim * sizeof(float));
         if (r < 0)
             goto out;
-        memcpy(f->vecs + held * e->dim, out + k * e->dim, m * e->dim * sizeof(float));
+        for (size_t i = 0; i < m; i++) {
+            size_t ci = f->embedded + i;
+            const float *src = f->reused && f->reused[ci] ? f->reuse + ci * e->dim
+                                                          : out + (k++) * e->dim;
+            memcpy(f->vecs + (held + i) * e->dim, src, e->dim * sizeof(float));
+        }
         f->embedded += m;
-        k += m;
+        left -= m;
     }
-    run->queued -= n;
-    run->p->chunks_done += n;
+    run->queued -= taken;
+    run->p->chunks_done += taken;
+    run->p->chunks_reused += taken - n;
     run->p->tokens_done += tokens;
     if (run->env->gov) {
         pthread_mutex_lock(run->env->gov_lock);

@@ -109,6 +109,7 @@ struct indexer_progress {
     uint64_t bytes_total, bytes_done;
     uint64_t chunks_total; /* estimate until every file is chunked */
     uint64_t chunks_done;
+    uint64_t chunks_reused; /* of chunks_done: unchanged text, vector kept, not embedded */
     uint64_t tokens_done;
     uint64_t checkpoints;
     unsigned batch_size;

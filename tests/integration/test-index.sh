@@ -416,7 +416,13 @@ run "re-index after changes" 0 index --wait --json "$repo" && check "only change
 assert d['state'] == 'done', d
 assert d['files_done'] == 2, d           # checksum.py (edited), linked_list.c (new name)
 assert d['files_deleted'] == 2, d        # util.js, list.c
-assert d['files_unchanged'] == $n_files - 3, d"
+assert d['files_unchanged'] == $n_files - 3, d
+# checksum.py's untouched chunks (the module docstring, hex_digest, rolling_checksum's title)
+# keep their vectors; only the edited body is embedded again.
+assert d['chunks_reused'] >= 2 and d['chunks_reused'] < d['chunks_done'], d"
+run "a reused vector still finds its function" 0 search --json -k 3 --mode semantic --repo "$repo" \
+    format a checksum as eight hex digits && check "hex_digest found by meaning" "$py_helpers
+assert res and res[0]['symbol'] == 'hex_digest', [(r['symbol'], r['score']) for r in res]"
 run "new content" 0 search --json --mode lexical --repo "$repo" quokkanarwhalnew &&
     check "the edited function's new body is found" "$py_helpers
 assert paths and paths[0] == 'src/checksum.py', paths"

@@ -787,7 +787,7 @@ static int find_reusable(struct run *run, struct pending *f)
     }
     qsort(old, n_old, sizeof(*old), cmp_old_chunk);
     for (size_t i = 0; i < f->chunks.n; i++) {
-        struct old_chunk key, *hit;
+        struct old_chunk key = {0}, *hit;
         sha256(f->chunks.items[i].text, f->chunks.items[i].text_len, key.hash);
         hit = bsearch(&key, old, n_old, sizeof(*old), cmp_old_chunk);
         if (hit && store_vector_get(t, hit->id, f->reuse + i * dim, dim, &got) == 0 && got == dim)
@@ -1122,8 +1122,8 @@ cut:
             goto out;
         for (size_t i = 0; i < m; i++) {
             size_t ci = f->embedded + i;
-            const float *src = f->reused && f->reused[ci] ? f->reuse + ci * e->dim
-                                                          : out + (k++) * e->dim;
+            const float *src =
+                f->reused && f->reused[ci] ? f->reuse + ci * e->dim : out + (k++) * e->dim;
             memcpy(f->vecs + (held + i) * e->dim, src, e->dim * sizeof(float));
         }
         f->embedded += m;

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -438,4 +439,30 @@ int client_repo_of_cwd(struct client *cl, char **ret, uint32_t *ret_n)
     proto_msg_free(resp);
     free(cwd);
     return CLIENT_EXIT_OK;
+}
+
+/* Without a PATH: the root of the git work tree around the working directory (the nearest
+ * ancestor holding .git), as `git` itself finds it; outside one, the working directory.
+ * malloc'd; NULL with errno set. */
+char *client_repository_root(void)
+{
+    char *dir = realpath(".", NULL), probe[PATH_MAX + 8];
+    size_t len;
+
+    if (!dir)
+        return NULL;
+    for (len = strlen(dir);;) {
+        struct stat st;
+        snprintf(probe, sizeof(probe), "%.*s/.git", (int)len, dir);
+        if (lstat(probe, &st) == 0) {
+            dir[len ? len : 1] = '\0';
+            return dir;
+        }
+        while (len > 0 && dir[len - 1] != '/')
+            len--;
+        if (len <= 1)
+            break;
+        len--; /* drop the '/' too */
+    }
+    return dir; /* no work tree: the working directory itself (dir is intact past len) */
 }

@@ -73,7 +73,8 @@ struct client_command {
 extern const struct client_command client_cmd_ping, client_cmd_status, client_cmd_shutdown,
     client_cmd_version, client_cmd_help;
 extern const struct client_command client_cmd_index, client_cmd_search, client_cmd_jobs,
-    client_cmd_cancel, client_cmd_repos, client_cmd_remove, client_cmd_embed, client_cmd_mcp;
+    client_cmd_cancel, client_cmd_repos, client_cmd_remove, client_cmd_embed, client_cmd_mcp,
+    client_cmd_watch;
 const struct client_command *client_command_find(const char *name);
 /* Prints "'x' is not a coarchctl command" with the closest names; returns CLIENT_EXIT_USAGE. */
 int client_command_unknown(const char *name);
@@ -139,5 +140,9 @@ void client_print_result(struct client *cl, const msgpack_object *o);
  * (`repos`) over cl->conn.  Returns an exit code.
  */
 int client_repo_of_cwd(struct client *cl, char **ret, uint32_t *ret_n);
+
+/* The root of the git work tree around the working directory (the nearest ancestor holding
+ * .git), else the working directory; malloc'd, NULL with errno set. */
+char *client_repository_root(void);
 
 #endif

@@ -344,45 +344,20 @@ static int report_end(struct client *cl, const msgpack_object *job, bool verbose
     return CLIENT_EXIT_FAILED;
 }
 
-/* Without a PATH: the root of the git work tree around the working directory (the nearest
- * ancestor holding .git), as `git` itself finds it; outside one, the working directory.
- * malloc'd; NULL with errno set. */
-static char *repository_root(void)
-{
-    char *dir = realpath(".", NULL), probe[PATH_MAX + 8];
-    size_t len;
-
-    if (!dir)
-        return NULL;
-    for (len = strlen(dir);;) {
-        struct stat st;
-        snprintf(probe, sizeof(probe), "%.*s/.git", (int)len, dir);
-        if (lstat(probe, &st) == 0) {
-            dir[len ? len : 1] = '\0';
-            return dir;
-        }
-        while (len > 0 && dir[len - 1] != '/')
-            len--;
-        if (len <= 1)
-            break;
-        len--; /* drop the '/' too */
-    }
-    return dir; /* no work tree: the working directory itself (dir is intact past len) */
-}
-
 static int index_run(struct client *cl, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"wait", no_argument, NULL, 'w'},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
+        {"watch", no_argument, NULL, 'W'},
         {0},
     };
     const struct client_command *cmd = &client_cmd_index;
     struct index_wait w = {0};
     struct proto_msg *resp;
     msgpack_packer *pk;
-    bool wait = false, verbose = false;
+    bool wait = false, verbose = false, watch = false;
     char *root;
     int opt, r, code = CLIENT_EXIT_USAGE;
 
@@ -395,10 +370,12 @@ static int index_run(struct client *cl, int argc, char **argv)
             w.quiet = true;
         else if (opt == 'v')
             verbose = true;
+        else if (opt == 'W')
+            watch = true;
     }
     if (optind + 1 < argc)
         return client_usage_error(cmd, "one directory at a time (got '%s' too)", argv[optind + 1]);
-    root = optind < argc ? realpath(argv[optind], NULL) : repository_root();
+    root = optind < argc ? realpath(argv[optind], NULL) : client_repository_root();
     if (!root) {
         fprintf(stderr, "coarchctl index: %s: %s\n", optind < argc ? argv[optind] : ".",
                 strerror(errno));
@@ -419,6 +396,22 @@ static int index_run(struct client *cl, int argc, char **argv)
         conn_set_timeout(cl->conn, -1);
         sigemptyset(&sa.sa_mask);
         sigaction(SIGINT, &sa, NULL);
+    }
+    if (watch) {
+        /* Watched from now on (and across restarts); the job it queues is the one below. */
+        r = client_request_begin(cl, "watch", 1, &pk);
+        if (r != CLIENT_EXIT_OK)
+            goto out;
+        proto_pack_kv_str(pk, "path", root);
+        r = client_request_end(cl, &resp);
+        if (r != CLIENT_EXIT_OK)
+            goto out;
+        proto_msg_free(resp);
+        if (!cl->json && !w.quiet)
+            fprintf(stderr,
+                    "watching %s: changes are indexed as they happen "
+                    "('coarchctl watch --stop' ends it)\n",
+                    root);
     }
     r = client_request_begin(cl, "index", wait ? 2 : 1, &pk);
     if (r != CLIENT_EXIT_OK)
@@ -452,7 +445,7 @@ out:
 const struct client_command client_cmd_index = {
     .name = "index",
     .summary = "Index a directory (incrementally) for search",
-    .usage = "index [--wait] [--quiet] [--verbose] [--json] [PATH]",
+    .usage = "index [--wait] [--watch] [--quiet] [--verbose] [--json] [PATH]",
     .help = "Queues a job that indexes PATH: files git would track (.gitignore honoured),\n"
             "skipping binary, vendored and very large files.  Re-indexing is incremental:\n"
             "unchanged files cost a hash, deleted files leave the index.  Without --wait it\n"
@@ -471,6 +464,8 @@ const struct client_command client_cmd_index = {
             "  -v, --verbose\n"
             "               after the summary, every file skipped or failed with its reason\n"
             "               (without it: the counts by reason and the first five)\n"
+            "      --watch  keep the index live from now on: changes are indexed as they\n"
+            "               happen, across daemon restarts too (see 'coarchctl watch')\n"
             "      --json   print the job object (with --wait: at the end)\n",
     .run = index_run,
 };

@@ -9,10 +9,10 @@
 
 /* The order here is the order of `coarchctl --help`. */
 static const struct client_command *const commands[] = {
-    &client_cmd_index, &client_cmd_search, &client_cmd_jobs,     &client_cmd_cancel,
-    &client_cmd_repos, &client_cmd_remove, &client_cmd_embed,    &client_cmd_mcp,
-    &client_cmd_ping,  &client_cmd_status, &client_cmd_shutdown, &client_cmd_version,
-    &client_cmd_help,
+    &client_cmd_index,   &client_cmd_watch, &client_cmd_search, &client_cmd_jobs,
+    &client_cmd_cancel,  &client_cmd_repos, &client_cmd_remove, &client_cmd_embed,
+    &client_cmd_mcp,     &client_cmd_ping,  &client_cmd_status, &client_cmd_shutdown,
+    &client_cmd_version, &client_cmd_help,
 };
 
 const struct client_command *client_command_find(const char *name)

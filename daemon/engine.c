@@ -14,6 +14,7 @@
 #include "monitor.h"
 #include "search.h"
 #include "store.h"
+#include "watcher.h"
 
 struct engine {
     struct daemon *d;
@@ -23,6 +24,7 @@ struct engine {
     struct embed_service *model;
     struct pressure_monitor *pressure;
     struct jobs *jobs;
+    struct watcher *watcher;
 };
 
 /* The monitor's hooks (loop thread). */
@@ -69,6 +71,7 @@ static void on_stop(struct daemon *d, void *userdata)
 
     (void)d;
     pressure_monitor_stop(e->pressure);
+    watcher_stop(e->watcher);
     jobs_stop(e->jobs);
 }
 
@@ -119,6 +122,10 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
     r = jobs_new(&je, &e->jobs);
     if (r < 0)
         goto fail;
+    r = watcher_new(&(struct watcher_env){.el = daemon_loop(d), .store = e->store, .jobs = e->jobs},
+                    &e->watcher);
+    if (r < 0)
+        goto fail;
 
     e->env = (struct methods_env){
         .d = d,
@@ -129,6 +136,7 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
         .model = e->model,
         .pressure = e->pressure,
         .jobs = e->jobs,
+        .watcher = e->watcher,
     };
     r = methods_core_register(daemon_rpc(d), d);
     if (r >= 0)
@@ -140,6 +148,8 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
     if (r >= 0)
         r = methods_status_register(&e->env);
     if (r >= 0)
+        r = methods_watch_register(&e->env);
+    if (r >= 0)
         r = daemon_on_stop(d, on_stop, e);
     if (r < 0)
         goto fail;
@@ -147,6 +157,9 @@ int engine_new(struct daemon *d, const char *data_dir, struct engine **ret)
     r = jobs_start(e->jobs);
     if (r < 0)
         goto fail;
+    r = watcher_start(e->watcher);
+    if (r < 0)
+        log_warning("cannot read which repositories are watched: %s", store_last_error());
     daemon_hold(d);
     *ret = e;
     return 0;
@@ -159,6 +172,7 @@ struct engine *engine_free(struct engine *e)
 {
     if (!e)
         return NULL;
+    watcher_free(e->watcher);
     jobs_free(e->jobs);
     pressure_monitor_free(e->pressure);
     search_cache_free(e->cache);

@@ -437,6 +437,8 @@ static int walk_dir(struct walker *w, int dirfd, int level)
     int r;
 
     r = push_dir_ignores(w->ignore, dirfd, level, w->path);
+    if (r >= 0 && w->opt->dir_fn)
+        r = w->opt->dir_fn(w->opt->dir_userdata, w->path + w->prefix_len);
     if (r < 0) {
         close(dirfd);
         return r;
@@ -499,6 +501,8 @@ static int walk_dir(struct walker *w, int dirfd, int level)
                     ignore_stack_pop_to(w->ignore, level + 1);
                 }
             }
+        } else if (w->opt->dirs_only) {
+            continue;
         } else if (S_ISREG(st.st_mode)) {
             if (ignore_stack_is_ignored(w->ignore, w->path, false))
                 w->report->ignored++;

@@ -31,8 +31,14 @@
 #define SCAN_DEFAULT_MAX_FILE_SIZE (1024 * 1024)
 #define SCAN_MAX_REPORTED_ERRORS 100
 
+/* A directory the walk enters ("" for the root, else "a/b/"); return < 0 to stop the walk. */
+typedef int (*scan_dir_fn)(void *userdata, const char *path);
+
 struct scan_options {
-    uint64_t max_file_size;    /* 0 = SCAN_DEFAULT_MAX_FILE_SIZE */
+    uint64_t max_file_size; /* 0 = SCAN_DEFAULT_MAX_FILE_SIZE */
+    scan_dir_fn dir_fn;     /* optional: each directory the walk enters, before its entries */
+    void *dir_userdata;
+    bool dirs_only;            /* walk directories only: no file is read or passed on */
     bool include_vendored;     /* also walk node_modules, vendor, ... */
     bool use_global_excludes;  /* read $XDG_CONFIG_HOME/git/ignore (default true via init) */
     const atomic_bool *cancel; /* optional: when it becomes true the walk stops with -ECANCELED */

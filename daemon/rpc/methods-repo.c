@@ -17,6 +17,7 @@
 #include "rpc.h"
 #include "search.h"
 #include "store-repo.h"
+#include "watcher.h"
 #include "work.h"
 
 int methods_resolve_repo(const char *path, char **ret, char *msg, size_t msglen)
@@ -48,6 +49,7 @@ struct repos_list {
     struct store_repo *rows;
     char **paths;
     size_t n, cap;
+    struct watcher *watcher;
 };
 
 static int collect_repo(void *userdata, const struct store_repo *repo)
@@ -76,8 +78,13 @@ static int pack_repos(msgpack_packer *pk, void *userdata)
     r |= proto_pack_str(pk, "repos");
     r |= msgpack_pack_array(pk, (uint32_t)l->n);
     for (size_t i = 0; i < l->n; i++) {
-        r |= msgpack_pack_map(pk, 6);
+        struct watcher_info wi;
+        watcher_info(l->watcher, l->rows[i].id, &wi);
+        r |= msgpack_pack_map(pk, 9);
         r |= proto_pack_kv_uint(pk, "id", l->rows[i].id);
+        r |= proto_pack_kv_bool(pk, "watching", wi.watching);
+        r |= proto_pack_kv_uint(pk, "watched_dirs", wi.dirs);
+        r |= proto_pack_kv_uint(pk, "unwatched_dirs", wi.unwatched);
         r |= proto_pack_kv_str(pk, "path", l->paths[i]);
         r |= proto_pack_kv_uint(pk, "files", l->rows[i].n_files);
         r |= proto_pack_kv_uint(pk, "chunks", l->rows[i].n_chunks);
@@ -91,7 +98,7 @@ static int pack_repos(msgpack_packer *pk, void *userdata)
 static int method_repos(struct rpc_request *req, const msgpack_object *params, void *userdata)
 {
     struct methods_env *env = userdata;
-    struct repos_list l = {0};
+    struct repos_list l = {.watcher = env->watcher};
     struct store_txn *t;
     int r;
 
@@ -117,6 +124,7 @@ struct remove_op {
     struct methods_env *env;
     struct rpc_request *req;
     char *path;
+    uint32_t repo;
     int r;
     char message[600];
 };
@@ -129,6 +137,9 @@ static void remove_work(void *userdata)
     int r = jobs_remove_repo(op->env->jobs, op->path, &id);
 
     op->r = r;
+    op->repo = id;
+    if (r >= 0)
+        (void)watcher_persist(op->env->store, id, false); /* a stale key would be harmless */
     if (r == -ENOENT)
         snprintf(op->message, sizeof(op->message), "%s is not indexed", op->path);
     else if (r < 0)
@@ -146,8 +157,10 @@ static void remove_done(int status, void *userdata)
         rpc_request_reply_errno(op->req, status, "repo.remove did not run");
     else if (op->r < 0)
         rpc_request_reply_errno(op->req, op->r, "%s", op->message);
-    else
+    else {
+        watcher_remove(op->env->watcher, op->repo);
         rpc_request_reply_bool(op->req, true);
+    }
     free(op->path);
     free(op);
 }

@@ -5,6 +5,7 @@
  *   methods-index.c    index, jobs, job.cancel; progress notifications     (sched/jobs.h)
  *   methods-search.c   search, embed                         (sched/search.h, embed-service.h)
  *   methods-repo.c     repos, repo.remove                                   (store-repo.h)
+ *   methods-watch.c    watch, unwatch: the live index                   (sched/watcher.h)
  *   status-service.c   the governor, model and jobs parts of `status`
  *
  * (methods-core.h has the daemon's own: ping, version, status, shutdown, subscribe.)
@@ -29,6 +30,7 @@ struct pressure_monitor;
 struct rpc;
 struct search_cache;
 struct store;
+struct watcher;
 
 /* What the methods work on: all borrowed, owned by engine.c, alive until after the loop ends. */
 struct methods_env {
@@ -40,6 +42,7 @@ struct methods_env {
     struct embed_service *model;
     struct pressure_monitor *pressure;
     struct jobs *jobs;
+    struct watcher *watcher;
 };
 
 /* Each returns 0, -EEXIST (a name taken) or -ENOMEM. */
@@ -47,6 +50,7 @@ int methods_index_register(struct methods_env *env);
 int methods_search_register(struct methods_env *env);
 int methods_repo_register(struct methods_env *env);
 int methods_status_register(struct methods_env *env);
+int methods_watch_register(struct methods_env *env);
 
 /*
  * The jobs module's hooks (jobs.h) for methods-index.c: progress becomes a "progress"

@@ -67,8 +67,14 @@ static int repos_run(struct client *cl, int argc, char **argv)
             (void)proto_get_str(o, "path", &path, &len);
             (void)proto_get_int(o, "indexed_ns", &stamp);
             format_age(stamp, age, sizeof(age));
-            printf("%8" PRIu64 " %9" PRIu64 "  %-14s %.*s\n", get_u(o, "files"), get_u(o, "chunks"),
-                   age, (int)len, path);
+            bool watching = false;
+            (void)proto_get_bool(o, "watching", &watching);
+            printf("%8" PRIu64 " %9" PRIu64 "  %-14s %.*s%s", get_u(o, "files"), get_u(o, "chunks"),
+                   age, (int)len, path, watching ? "  (watched" : "");
+            if (watching && get_u(o, "unwatched_dirs"))
+                printf("; %" PRIu64 " directories past the watch limit, rescanned",
+                       get_u(o, "unwatched_dirs"));
+            printf("%s\n", watching ? ")" : "");
         }
     }
     proto_msg_free(resp);

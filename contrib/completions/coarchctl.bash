@@ -7,7 +7,7 @@ _coarchctl() {
         words=("${COMP_WORDS[@]}")
         cword=$COMP_CWORD
     }
-    local commands="index search jobs cancel repos remove embed mcp ping status shutdown version help"
+    local commands="index watch search jobs cancel repos remove embed mcp ping status shutdown version help"
     local global="--socket --json --no-autostart --timeout --help --version"
     local cmd= i
     for ((i = 1; i < cword; i++)); do
@@ -29,7 +29,8 @@ _coarchctl() {
         return
     fi
     case $cmd in
-        index) COMPREPLY=($(compgen -W "--wait --quiet --verbose --json" -- "$cur") $(compgen -d -- "$cur")) ;;
+        index) COMPREPLY=($(compgen -W "--wait --watch --quiet --verbose --json" -- "$cur") $(compgen -d -- "$cur")) ;;
+        watch) COMPREPLY=($(compgen -W "--stop --json" -- "$cur") $(compgen -d -- "$cur")) ;;
         search) COMPREPLY=($(compgen -W "-k --repo --all --mode --lang --path --vimgrep -l --files-with-matches --json" -- "$cur")) ;;
         remove) COMPREPLY=($(compgen -W "--json" -- "$cur") $(compgen -d -- "$cur")) ;;
         cancel) COMPREPLY=($(compgen -W "--no-wait --json" -- "$cur")) ;;

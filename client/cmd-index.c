@@ -143,6 +143,13 @@ static void format_progress(const msgpack_object *p, char *buf, size_t size)
         snprintf(buf + n, size - n, "scanning, %" PRIu64 " files seen", get_u(p, "files_scanned"));
         return;
     }
+    /* Scanned and found nothing to (re)index: no counters of nothing. */
+    if (get_u(p, "files_total") == 0 && get_u(p, "chunks_done") == 0) {
+        uint64_t seen = get_u(p, "files_scanned");
+        snprintf(buf + n, size - n, "%" PRIu64 " file%s seen, nothing changed", seen,
+                 seen == 1 ? "" : "s");
+        return;
+    }
     if (eta_s >= 1)
         output_format_duration_ms((uint64_t)(eta_s * 1000), eta, sizeof(eta));
     else

@@ -737,7 +737,8 @@ static int lexical_repo(struct store_txn *t, struct search_cache *cache,
             continue;
         struct posting_ctx pc = {
             .acc = &a,
-            .idf = bm25_idf(repo->n_lex_docs, df[i]),
+            .idf = bm25_idf(repo->n_lex_docs, df[i]) *
+                   (q->terms[i][0] == LEXICAL_SYMBOL_PREFIX[0] ? SEARCH_SYMBOL_FIELD_WEIGHT : 1.0),
             .avgdl = avgdl,
         };
         if (rc && filtering(f->req)) {
@@ -994,7 +995,8 @@ int search_run(struct store *store, struct search_cache *cache, const struct sea
     units = depth * SEARCH_UNITS_PER_GROUP;
 
     r = lexical_terms(req->query, strlen(req->query), add_qterm, &q);
-    /* Each query term is also looked up in the symbol field (indexer.c, write_postings). */
+    /* Each query term is also looked up in the symbol field (indexer.c, write_postings), at
+     * SEARCH_SYMBOL_FIELD_WEIGHT (search.h). */
     for (size_t i = 0, n = q.n; r >= 0 && i < n; i++) {
         char field[LEXICAL_MAX_TERM + sizeof(LEXICAL_SYMBOL_PREFIX)];
         int len = snprintf(field, sizeof(field), "%s%s", LEXICAL_SYMBOL_PREFIX, q.terms[i]);

@@ -86,6 +86,16 @@ struct search_request {
 
 #define SEARCH_DEFAULT_SEMANTIC_WEIGHT 1.0
 #define SEARCH_DEFAULT_LEXICAL_WEIGHT 0.7
+/*
+ * BM25 weight of a query term's match in a chunk's symbol field (the function's name split
+ * into words), relative to a match in its text.  Names matter, but a plain-words question
+ * ("bump the access counter") matching a word of an unrelated function's name
+ * (clusterBumpConfigEpoch) at full weight buried long, well-commented targets.  Hybrid
+ * MRR@10, weight 1 -> 0.3 (2026-12-08): stdlib 0.477 -> 0.467, redis 0.494 -> 0.538, gin 0.688
+ * -> 0.701, axios 0.659 -> 0.666; lexical alone up on all four (0.395 -> 0.401, 0.252 ->
+ * 0.385, 0.464 -> 0.605, 0.532 -> 0.555).  0 and 0.5 were each worse on the mean of the four.
+ */
+#define SEARCH_SYMBOL_FIELD_WEIGHT 0.3
 
 struct search_hit {
     uint64_t chunk_id;

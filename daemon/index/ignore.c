@@ -5,6 +5,8 @@
 
 #include "macro.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum {
@@ -152,10 +154,66 @@ static bool glob_special(unsigned char c)
 /*
  * The core matcher, with git's wildmatch semantics (recursion only at '*').  `start` is the
  * beginning of the whole pattern, needed to know whether a "**" begins a path component.
+ *
+ * Plain recursion at every '*' is exponential in the number of stars (git's wildmatch has the
+ * flaw: `*a*a*a*a*a*b` against a 200-byte name took 190 s), so the result of every recursive
+ * call is remembered: a call is a pure function of where it starts in the pattern (always just
+ * after a star run, or after a "**" component's '/') and in the text, so each such pair is
+ * computed once and the match is O(stars x text) instead.  The table is made on the first
+ * recursive call; patterns are bounded (IGNORE_WILDMATCH_MAX_LEN, _MAX_STARS) by the callers.
  */
-static int dowild(const unsigned char *p, const unsigned char *text, bool pathname,
-                  const unsigned char *start)
+struct wm {
+    const unsigned char *start, *text;
+    size_t plen, tlen;
+    bool pathname;
+    int16_t *slot; /* per pattern offset: its row in memo, -1 none yet (plen + 1 entries) */
+    uint8_t *memo; /* rows x (tlen + 1): 0 unknown, else result + 3 */
+    size_t rows, cap_rows;
+    bool failed; /* out of memory: fall back to plain recursion */
+};
+
+static int dowild(struct wm *w, const unsigned char *p, const unsigned char *text);
+
+static int dowild_memo(struct wm *w, const unsigned char *p, const unsigned char *text)
 {
+    size_t po = (size_t)(p - w->start), to = (size_t)(text - w->text);
+    int r;
+
+    if (!w->failed && !w->slot) {
+        w->slot = malloc((w->plen + 1) * sizeof(*w->slot));
+        if (w->slot)
+            memset(w->slot, 0xff, (w->plen + 1) * sizeof(*w->slot));
+        else
+            w->failed = true;
+    }
+    if (w->failed)
+        return dowild(w, p, text);
+    if (w->slot[po] < 0) {
+        if (w->rows == w->cap_rows) {
+            size_t cap = w->cap_rows ? 2 * w->cap_rows : 4;
+            uint8_t *m = cap <= INT16_MAX ? realloc(w->memo, cap * (w->tlen + 1)) : NULL;
+            if (!m) {
+                w->failed = true;
+                return dowild(w, p, text);
+            }
+            memset(m + w->cap_rows * (w->tlen + 1), 0, (cap - w->cap_rows) * (w->tlen + 1));
+            w->memo = m;
+            w->cap_rows = cap;
+        }
+        w->slot[po] = (int16_t)w->rows++;
+    }
+    uint8_t *cell = &w->memo[(size_t)w->slot[po] * (w->tlen + 1) + to];
+    if (*cell)
+        return *cell - 3;
+    r = dowild(w, p, text);
+    *cell = (uint8_t)(r + 3);
+    return r;
+}
+
+static int dowild(struct wm *w, const unsigned char *p, const unsigned char *text)
+{
+    const unsigned char *start = w->start;
+    bool pathname = w->pathname;
     unsigned char pc;
 
     for (; (pc = *p) != '\0'; text++, p++) {
@@ -204,7 +262,7 @@ static int dowild(const unsigned char *p, const unsigned char *text, bool pathna
                 match_slash = true;
             } else if ((before < start || *before == '/') && (*p == '\0' || *p == '/')) {
                 /* "**" as a whole path component: a/<star><star>/b also matches a/b. */
-                if (*p == '/' && dowild(p + 1, text, pathname, start) == WM_MATCH)
+                if (*p == '/' && dowild_memo(w, p + 1, text) == WM_MATCH)
                     return WM_MATCH;
                 match_slash = true;
             } else {
@@ -237,7 +295,7 @@ static int dowild(const unsigned char *p, const unsigned char *text, bool pathna
                 if (tc != *p)
                     return WM_NOMATCH;
             }
-            r = dowild(p, text, pathname, start);
+            r = dowild_memo(w, p, text);
             if (r != WM_NOMATCH) {
                 if (!match_slash || r != WM_ABORT_TO_STARSTAR)
                     return r;
@@ -250,11 +308,32 @@ static int dowild(const unsigned char *p, const unsigned char *text, bool pathna
     return *text ? WM_NOMATCH : WM_MATCH;
 }
 
+bool ignore_wildmatch_ok(const char *pattern)
+{
+    size_t stars = 0, len = strlen(pattern);
+
+    for (size_t i = 0; i < len; i++)
+        stars += pattern[i] == '*';
+    return len <= IGNORE_WILDMATCH_MAX_LEN && stars <= IGNORE_WILDMATCH_MAX_STARS;
+}
+
 bool ignore_wildmatch(const char *pattern, const char *text, bool pathname)
 {
-    const unsigned char *p = (const unsigned char *)pattern;
+    struct wm w = {
+        .start = (const unsigned char *)pattern,
+        .text = (const unsigned char *)text,
+        .plen = strlen(pattern),
+        .tlen = strlen(text),
+        .pathname = pathname,
+    };
+    int r;
 
-    return dowild(p, (const unsigned char *)text, pathname, p) == WM_MATCH;
+    if (!ignore_wildmatch_ok(pattern))
+        return false;
+    r = dowild(&w, w.start, w.text);
+    free(w.slot);
+    free(w.memo);
+    return r == WM_MATCH;
 }
 
 /* ---- pattern lists ---------------------------------------------------------------------- */

@@ -25,8 +25,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* wildmatch(3)-style: pattern against text; pathname=true makes `*` stop at '/'. */
+/* Patterns longer or with more stars never match (and .gitignore lines like that are
+ * skipped): the bound keeps a hostile pattern's cost small (see ignore.c). */
+#define IGNORE_WILDMATCH_MAX_LEN 1024
+#define IGNORE_WILDMATCH_MAX_STARS 64
+
+/* wildmatch(3)-style: pattern against text; pathname=true makes `*` stop at '/'.  Time is
+ * O(stars x text length), whatever the pattern. */
 bool ignore_wildmatch(const char *pattern, const char *text, bool pathname);
+/* Whether the pattern is within the bounds above. */
+bool ignore_wildmatch_ok(const char *pattern);
 
 struct ignore_stack;
 

@@ -3,6 +3,7 @@
  * Both run on the libuv pool: the query (or the texts) is embedded through the embed service,
  * whose lock a running job's batch may hold, and a search reads LMDB and the files' snippets.
  */
+#include "ignore.h"
 #include "methods.h"
 
 #include <errno.h>
@@ -273,6 +274,12 @@ static bool search_params(struct search_op *op, const msgpack_object *params)
         proto_get_strdup(params, "lang", &op->language) == -EINVAL) {
         rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
                                 "\"path\" and \"lang\" must be strings");
+        return false;
+    }
+    if (op->path_glob && !ignore_wildmatch_ok(op->path_glob)) {
+        rpc_request_reply_error(req, PROTO_ERROR_INVALID_PARAMS,
+                                "\"path\" is too long a glob: at most %d bytes and %d '*'",
+                                IGNORE_WILDMATCH_MAX_LEN, IGNORE_WILDMATCH_MAX_STARS);
         return false;
     }
     if (op->language && !check_language(op))

@@ -10,6 +10,7 @@
 #include "paths.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -989,10 +990,39 @@ static uint64_t initial_map_size(const char *dir, uint64_t want, uint64_t max)
     return want;
 }
 
+/*
+ * A data.mdb shorter than the pages its meta page says are in use (truncated by a full disk,
+ * a copy cut short, a bad restore) would make the first read of a missing page a SIGBUS
+ * through the map: refuse it here, with what to do, instead of crashing.
+ */
+static int check_file_size(struct store *s)
+{
+    char path[PATH_MAX];
+    MDB_envinfo info;
+    MDB_stat st;
+    struct stat fst;
+    uint64_t need;
+
+    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+        return 0;
+    snprintf(path, sizeof(path), "%s/data.mdb", s->dir);
+    if (stat(path, &fst) < 0)
+        return 0;
+    need = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+    if ((uint64_t)fst.st_size < need)
+        return store_error(-EBADMSG,
+                           "store at %s is damaged: data.mdb has %lld bytes but its last page "
+                           "ends at %" PRIu64 " (the file was cut short: a full disk, an "
+                           "interrupted copy?); move %s aside and index again, or restore a "
+                           "backup of it",
+                           s->dir, (long long)fst.st_size, need, s->dir);
+    return 0;
+}
+
 static int env_open(struct store *s, const struct store_options *o)
 {
     unsigned flags = MDB_NOTLS;
-    int rc;
+    int rc, r;
 
     rc = mdb_env_create(&s->env);
     if (rc != 0)
@@ -1016,6 +1046,9 @@ static int env_open(struct store *s, const struct store_options *o)
     if (rc != 0)
         return store_error(store_errno(rc), "cannot open store at %s: %s", s->dir,
                            mdb_strerror(rc));
+    r = check_file_size(s);
+    if (r < 0)
+        return r;
     if (mdb_env_get_maxkeysize(s->env) < STORE_MAX_KEY)
         return store_error(-ENOTSUP, "LMDB's maximum key size is %d, coarch needs %d",
                            mdb_env_get_maxkeysize(s->env), STORE_MAX_KEY);

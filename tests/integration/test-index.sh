@@ -615,6 +615,11 @@ assert res and {r['language'] for r in res} == {'python'}"
 run "--lang py" 0 search --json -k 20 --lang py settings &&
     check "--lang alias" "$py_helpers
 assert res and {r['language'] for r in res} == {'python'}"
+stars=$(printf '*%.0s' $(seq 65))
+run "--path with 65 stars" 1 search --path "$stars" x && contains "too long a glob" "$err" "too long a glob"
+timeout 30 "$ctl" --no-autostart search --json -k 3 --path '*a*a*a*a*a*a*a*a*a*a*a*a*b' \
+    "$(head -c 200 /dev/zero | tr '\0' a)" >/dev/null 2>&1 && echo "ok: a many-star glob answers quickly" ||
+    fail "a many-star --path glob did not answer within 30 s"
 long=$(head -c 5000 /dev/zero | tr '\0' 'q')
 run "no results for a long query" 0 search --mode lexical "$long" &&
     [[ ${#err} -lt 200 ]] || fail "a long query is echoed whole: ${#err} bytes"

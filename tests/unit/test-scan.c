@@ -14,6 +14,7 @@
 #include <ftw.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -128,6 +129,43 @@ TEST(wildmatch_cases)
             test_fail(__FILE__, __LINE__, "wildmatch(\"%s\", \"%s\", %d) = %d, want %d",
                       cases[i].pat, cases[i].text, cases[i].pathname, got, cases[i].expect);
     }
+}
+
+TEST(wildmatch_many_stars_is_fast_and_bounded)
+{
+    /* Exponential before: `*a*a*a*a*a*b` against 200 a's took 190 s (issue 16, H1/H2). */
+    char text[256], pat[256];
+    struct timespec t0, t1;
+    double cpu;
+
+    memset(text, 'a', 200);
+    text[200] = '\0';
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+    ASSERT_FALSE(ignore_wildmatch("*a*a*a*a*a*a*a*a*a*a*b", text, false));
+    ASSERT_FALSE(ignore_wildmatch("*a*a*a*a*a*a*a*a*a*a*b", text, true));
+    ASSERT_FALSE(ignore_wildmatch("**/**/**/**/**/**/**/**/**/**/**/**/b",
+                                  "a/a/a/a/a/a/a/a/a/a/a/a/a/a/a"
+                                  "/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/c",
+                                  true));
+    text[199] = 'b';
+    ASSERT_TRUE(ignore_wildmatch("*a*a*a*a*a*a*a*a*a*a*b", text, false));
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
+    cpu = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    ASSERT_LT(cpu, 2.0);
+    /* Same answers as the plain semantics on small cases with several stars. */
+    ASSERT_TRUE(ignore_wildmatch("*a*b*c", "xaybzc", true));
+    ASSERT_FALSE(ignore_wildmatch("*a*b*c", "xaybz/c", true));
+    ASSERT_TRUE(ignore_wildmatch("**/x*y*/z", "p/q/xay/z", true));
+    ASSERT_TRUE(ignore_wildmatch("a/**/b/**/c", "a/b/c", true));
+    ASSERT_FALSE(ignore_wildmatch("a/**/b/**/c", "a/c", true));
+    /* Over the bounds: never a match (and never slow). */
+    memset(pat, '*', 65);
+    pat[65] = '\0';
+    ASSERT_FALSE(ignore_wildmatch_ok(pat));
+    ASSERT_FALSE(ignore_wildmatch(pat, "anything", false));
+    pat[64] = '\0';
+    ASSERT_TRUE(ignore_wildmatch_ok(pat));
+    ASSERT_TRUE(ignore_wildmatch(pat, "anything", false));
 }
 
 TEST(ignore_stack_precedence)

@@ -502,6 +502,34 @@ TEST(schema_1_chunks_read_as_their_own_unit_after_the_real_migration)
     free(dir);
 }
 
+TEST(truncated_data_file_is_refused_not_a_crash)
+{
+    /* Issue 16 C1: half a data.mdb made the first page read a SIGBUS in mdb_dbi_open(). */
+    char *dir = tmpdir_new(), path[4096];
+    struct store *s = open_at(dir);
+    struct store_options o = test_options();
+    struct store_txn *t;
+    struct stat st;
+    uint32_t repo;
+
+    ASSERT_OK(store_write_begin(s, &t));
+    ASSERT_OK(store_repo_get_or_create(t, "/src/t", &repo));
+    for (uint64_t i = 1; i <= 200; i++)
+        put_chunk_full(t, (uint64_t)repo << STORE_CHUNK_SEQ_BITS | i, "a.c", (uint32_t)i);
+    ASSERT_OK(store_write_commit(t));
+    store_free(s);
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(truncate(path, st.st_size / 2), 0);
+    s = NULL;
+    ASSERT_EQ(store_open(dir, &o, &s), -EBADMSG);
+    ASSERT_TRUE(s == NULL);
+    ASSERT_TRUE(strstr(store_last_error(), "damaged") != NULL);
+    ASSERT_TRUE(strstr(store_last_error(), "index again") != NULL);
+    rm_rf(dir);
+    free(dir);
+}
+
 TEST(read_only_open)
 {
     char *dir = tmpdir_new(), missing[512];

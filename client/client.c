@@ -246,6 +246,13 @@ static int connect_socket(struct client *cl, unsigned flags)
         format_seconds(cl->timeout_ms, t, sizeof(t));
         fprintf(stderr, "coarchctl: coarchd at %s accepted no connection within %s\n",
                 cl->socket_path, t);
+    } else if (r == -EPERM) {
+        fprintf(stderr,
+                "coarchctl: refusing %s: the process listening there runs as another user, "
+                "not a coarchd of yours (someone may have created that socket's directory "
+                "first); set COARCH_SOCKET or --socket to a path of your own, e.g. under "
+                "$XDG_RUNTIME_DIR\n",
+                cl->socket_path);
     } else {
         fprintf(stderr, "coarchctl: cannot connect to %s: %s\n", cl->socket_path, errno_text(r));
         if (r == -EACCES)

@@ -99,6 +99,21 @@ int conn_connect(const char *path, int timeout_ms, struct conn **ret_conn)
         r = errno == EAGAIN ? -ETIMEDOUT : -errno;
         goto out_close;
     }
+    /* Talk only to a daemon of our own user: anyone can create a socket at a path we would
+     * pick (a /tmp fallback directory made first by another user) and serve forged answers or
+     * read our queries.  Nothing is sent before this check. */
+    {
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+            r = -errno;
+            goto out_close;
+        }
+        if (cred.uid != geteuid()) {
+            r = -EPERM;
+            goto out_close;
+        }
+    }
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
         r = -errno;
         goto out_close;

@@ -175,6 +175,36 @@ COARCHD=$bad run "failing daemon" 3 --socket "$tmp/bad.sock" ping &&
 COARCHD=$tmp/missing run "missing daemon binary" 3 --socket "$tmp/missing.sock" ping &&
     contains "missing daemon binary" "$err" "COARCHD"
 
+# ---- a socket served by another user is refused before anything is sent ----
+# (issue 16 A1: with no XDG_RUNTIME_DIR another user can create the fallback directory first.)
+if [[ $(id -u) -eq 0 ]]; then
+    squat=$tmp/squat
+    mkdir -p "$squat" && chmod 777 "$squat" && chmod o+x "$tmp" # nobody must reach it
+    python3 - "$squat/s.sock" "$squat/got" <<'PY' &
+import os, socket, sys, time
+os.setgid(65534); os.setuid(65534)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); s.listen(4)
+s.settimeout(20)
+try:
+    c, _ = s.accept()
+    c.settimeout(2)
+    data = c.recv(65536)
+    open(sys.argv[2], "w").write(str(len(data)))
+except OSError:
+    pass
+PY
+    pids+=($!)
+    for _ in $(seq 50); do [[ -S $squat/s.sock ]] && break; sleep 0.1; done
+    run "another user's socket" 3 --no-autostart --socket "$squat/s.sock" ping &&
+        contains "another user's socket" "$err" "runs as another user"
+    sleep 0.5
+    [[ ! -s $squat/got || $(cat "$squat/got") == 0 ]] ||
+        fail "coarchctl sent $(cat "$squat/got") bytes to another user's socket"
+else
+    echo "skip: another user's socket (needs root to run a listener as another uid)"
+fi
+
 if [[ $failures -gt 0 ]]; then
     echo "$failures check(s) failed"
     exit 1

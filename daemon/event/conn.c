@@ -338,10 +338,12 @@ static void conn_dispatch(struct connection *c)
         }
         reason = proto_decoder_last_error(c->decoder, &code);
         if (r == -EMSGSIZE) {
-            /* PROTOCOL.md section 2: the next frame cannot be found; log and close. */
+            /* PROTOCOL.md section 2: the next frame cannot be found; log and close, but only
+             * once the answers to the frames before it are written (a ping and an oversized
+             * header in one write still get their pong). */
             log_info("connection %llu: %s; closing it (framing lost)", (unsigned long long)c->id,
                      reason);
-            connection_close(c);
+            conn_drain(c);
             return;
         }
         /* -EBADMSG or -ENOMEM: the frame was consumed; answer it if it had an id. */

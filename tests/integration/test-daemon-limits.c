@@ -103,6 +103,33 @@ TEST(oversized_frame_closes_without_reply)
     stop_ok(&d);
 }
 
+TEST(answers_before_an_oversized_frame_are_sent)
+{
+    /* Issue 16 W1: a ping and a 1 GiB header in one write lost the pong. */
+    static const uint8_t ping[] = {0x00, 0x00, 0x00, 0x09, 0x94, 0x00, 0x2a,
+                                   0xa4, 'p',  'i',  'n',  'g',  0x80};
+    static const uint8_t huge[] = {0x40, 0x00, 0x00, 0x00, 0x94};
+    uint8_t both[sizeof(ping) + sizeof(huge)];
+    struct tdaemon d;
+    struct tclient *c;
+    struct proto_msg *m;
+
+    memcpy(both, ping, sizeof(ping));
+    memcpy(both + sizeof(ping), huge, sizeof(huge));
+    start(&d);
+    c = connect_ok(&d);
+    ASSERT_OK(tclient_send_raw(c, both, sizeof(both)));
+    ASSERT_OK(tclient_read(c, 5000, &m));
+    ASSERT_EQ(m->type, PROTO_MSG_RESPONSE);
+    ASSERT_EQ(m->id, 42);
+    ASSERT_TRUE(tmsg_result_is_str(m, "pong"));
+    proto_msg_free(m);
+    ASSERT_EQ(tclient_wait_closed(c, 5000), 0);
+    tclient_free(c);
+    assert_serving(&d);
+    stop_ok(&d);
+}
+
 TEST(garbage_bytes_close_or_drop)
 {
     static const char http[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";

@@ -22,9 +22,19 @@
 
 int methods_resolve_repo(const char *path, char **ret, char *msg, size_t msglen)
 {
-    char *real = realpath(path, NULL);
+    char *real;
     struct stat st;
 
+    /* The daemon's working directory is not the client's: a relative path would name some
+     * other directory (PROTOCOL.md: absolute). */
+    if (path[0] != '/') {
+        snprintf(msg, msglen,
+                 "%.200s: not an absolute path (the daemon cannot know your working "
+                 "directory; coarchctl resolves paths for you)",
+                 path);
+        return -EINVAL;
+    }
+    real = realpath(path, NULL);
     if (!real) {
         snprintf(msg, msglen, "%s: %s", path, strerror(errno));
         return -errno;

@@ -156,6 +156,36 @@ TEST(search_repo_of_the_wrong_type)
     stop_ok(&d);
 }
 
+TEST(index_and_watch_refuse_relative_paths)
+{
+    /* Issue 16: a relative path was resolved against the daemon's working directory. */
+    static const char *const methods[] = {"index", "watch"};
+    struct tdaemon d;
+    struct tclient *c;
+
+    start_tiny(&d, NULL);
+    c = connect_ok(&d);
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        uint32_t id = tclient_next_id(c);
+        msgpack_packer *pk = tclient_begin(c, id, methods[i], 1);
+        struct proto_msg *m = NULL;
+        const char *msg = "";
+        int64_t code = 0;
+        size_t len = 0;
+
+        ASSERT_TRUE(pk != NULL);
+        ASSERT_OK(proto_pack_kv_str(pk, "path", "src"));
+        ASSERT_OK(tclient_end(c));
+        ASSERT_OK(tclient_read_response(c, 10000, NULL, &m));
+        ASSERT_EQ(proto_msg_get_error(m, &code, &msg, &len), 1);
+        ASSERT_EQ(code, PROTO_ERROR_INVALID_INPUT);
+        ASSERT_TRUE(memmem(msg, len, "not an absolute path", 20) != NULL);
+        proto_msg_free(m);
+    }
+    tclient_free(c);
+    stop_ok(&d);
+}
+
 static struct proto_msg *cancel_call(struct tclient *c, uint64_t job)
 {
     uint32_t id = tclient_next_id(c);

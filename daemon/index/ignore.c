@@ -202,11 +202,12 @@ static int dowild_memo(struct wm *w, const unsigned char *p, const unsigned char
         }
         w->slot[po] = (int16_t)w->rows++;
     }
-    uint8_t *cell = &w->memo[(size_t)w->slot[po] * (w->tlen + 1) + to];
-    if (*cell)
-        return *cell - 3;
+    size_t cell = (size_t)w->slot[po] * (w->tlen + 1) + to;
+    if (w->memo[cell])
+        return w->memo[cell] - 3;
     r = dowild(w, p, text);
-    *cell = (uint8_t)(r + 3);
+    /* By index: the recursion may have grown (moved) the table. */
+    w->memo[cell] = (uint8_t)(r + 3);
     return r;
 }
 

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 /* The tables and their LMDB flags; names are part of the on-disk format. */
@@ -630,8 +631,20 @@ int txn_cursor(struct store_txn *t, enum store_table tb, MDB_cursor **ret)
     return 0;
 }
 
+/* Whether the filesystem of the store has less than a few pages free (*ret_free: bytes). */
+static bool disk_nearly_full(const struct store *s, uint64_t *ret_free)
+{
+    struct statvfs v;
+
+    if (statvfs(s->dir, &v) < 0)
+        return false;
+    *ret_free = (uint64_t)v.f_bavail * v.f_frsize;
+    return *ret_free < 1024 * 1024;
+}
+
 int store_write_commit(struct store_txn *t)
 {
+    uint64_t free_bytes = 0;
     size_t base_id;
     int rc, r;
 
@@ -656,7 +669,14 @@ int store_write_commit(struct store_txn *t)
             return r;
         }
     }
-    r = rc == 0 ? 0 : store_mdb_error(rc, "commit");
+    if (rc == EIO && disk_nearly_full(t->store, &free_bytes))
+        /* LMDB calls a short write EIO; on a full disk that is what it was. */
+        r = store_error(-ENOSPC,
+                        "commit: no space left on the disk of %s (%llu bytes free); free some "
+                        "space, then index again: what was committed before is intact",
+                        t->store->dir, (unsigned long long)free_bytes);
+    else
+        r = rc == 0 ? 0 : store_mdb_error(rc, "commit");
     txn_finish_write(t);
     return r;
 }

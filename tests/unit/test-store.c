@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -526,6 +527,48 @@ TEST(truncated_data_file_is_refused_not_a_crash)
     ASSERT_TRUE(s == NULL);
     ASSERT_TRUE(strstr(store_last_error(), "damaged") != NULL);
     ASSERT_TRUE(strstr(store_last_error(), "index again") != NULL);
+    rm_rf(dir);
+    free(dir);
+}
+
+TEST(full_disk_is_reported_as_no_space)
+{
+    /* Issue 16: a full disk said "commit: Input/output error" (LMDB's word for a short
+     * write).  Needs a small tmpfs: root only. */
+    char *dir = tmpdir_new(), mnt[4096];
+    struct store_options o = test_options();
+    struct store *s;
+    struct store_txn *t;
+    uint32_t repo;
+    int r = 0;
+    uint64_t seq = 1;
+
+    snprintf(mnt, sizeof(mnt), "%s/small", dir);
+    ASSERT_EQ(mkdir(mnt, 0700), 0);
+    if (geteuid() != 0 || mount("tmpfs", mnt, "tmpfs", 0, "size=1m") < 0) {
+        rm_rf(dir);
+        free(dir);
+        TEST_SKIP("mounting a small tmpfs needs root");
+    }
+    o.map_size = 8u << 20; /* the map may be bigger than the disk: the disk fills first */
+    ASSERT_OK(store_open(mnt, &o, &s));
+    ASSERT_OK(store_write_begin(s, &t));
+    ASSERT_OK(store_repo_get_or_create(t, "/src/full", &repo));
+    ASSERT_OK(store_write_commit(t));
+    while (r == 0 && seq < 100000) {
+        ASSERT_OK(store_write_begin(s, &t));
+        for (int i = 0; i < 100; i++, seq++)
+            put_chunk_full(t, (uint64_t)repo << STORE_CHUNK_SEQ_BITS | seq, "a.c", (uint32_t)seq);
+        r = store_write_commit(t);
+    }
+    printf("# %s\n", store_last_error());
+    ASSERT_EQ(r, -ENOSPC);
+    ASSERT_TRUE(strstr(store_last_error(), "no space") != NULL ||
+                strstr(store_last_error(), "No space") != NULL);
+    /* What was committed before is there. */
+    ASSERT_TRUE(REPO_COUNT(s, repo, n_chunks) >= 100);
+    store_free(s);
+    ASSERT_EQ(umount(mnt), 0);
     rm_rf(dir);
     free(dir);
 }

@@ -77,7 +77,7 @@ local ok, err = pcall(function()
   vim.cmd('cd $tmp/repo/src')
   vim.cmd('edit $tmp/repo/src/config.py')
   vim.cmd('CoarchIndex')
-  local done = vim.wait(120000, function() return c.statusline():find(' done: ') ~= nil end, 50)
+  local done = vim.wait(120000, function() return c.statusline():find(' done: %d') ~= nil end, 50) -- the final line, not a last progress one
   check('CoarchIndex progress ends done', done, c.statusline())
   check('progress names the project root', c.statusline():find('$tmp/repo', 1, true) ~= nil, c.statusline())
 

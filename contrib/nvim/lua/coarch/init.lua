@@ -78,9 +78,10 @@ local function on_progress(p)
     line = string.format('coarch: job %d %s: %d files, %d chunks (%s)', p.job, p.state,
       p.files_done or 0, p.chunks_done or 0, p.repo or '')
   else
-    line = string.format('coarch: job %d %s: files %d/%d, chunks %d/%d', p.job,
-      p.phase or p.state, p.files_done or 0, p.files_total or 0, p.chunks_done or 0,
-      p.chunks_total or 0)
+    -- A run's last report says phase "done" before the job's final state arrives.
+    local phase = (p.phase == 'done' and 'finishing') or p.phase or p.state
+    line = string.format('coarch: job %d %s: files %d/%d, chunks %d/%d', p.job, phase,
+      p.files_done or 0, p.files_total or 0, p.chunks_done or 0, p.chunks_total or 0)
   end
   state.progress = line
   vim.schedule(function()

@@ -79,11 +79,8 @@ static void watch_work(void *userdata)
 static int pack_watch(msgpack_packer *pk, void *userdata)
 {
     struct watch_op *op = userdata;
-    struct watcher_info info;
-    int r;
+    int r = msgpack_pack_map(pk, op->on ? 4 : 2);
 
-    watcher_info(op->env->watcher, op->repo, &info);
-    r = msgpack_pack_map(pk, op->on ? 4 : 2);
     r |= proto_pack_kv_str(pk, "repo", op->root);
     r |= proto_pack_kv_bool(pk, "watching", op->on);
     if (op->on) {
@@ -109,8 +106,7 @@ static void watch_done(int status, void *userdata)
         else
             rpc_request_reply_ok(op->req, pack_watch, op);
     } else {
-        bool was = watcher_remove(op->env->watcher, op->repo);
-        (void)was;
+        watcher_remove(op->env->watcher, op->repo); /* not watched: nothing to stop */
         rpc_request_reply_ok(op->req, pack_watch, op);
     }
     watch_op_free(op);

@@ -508,8 +508,7 @@ static bool job_has_id(const struct job *j, uint64_t id)
     return j->id == id;
 }
 
-/* The queued or running job of `repo`, if any.  Any thread. */
-static struct job *active_job_of(struct jobs *q, uint32_t repo)
+struct job *jobs_active_of(struct jobs *q, uint32_t repo)
 {
     return find_active(q, job_is_of_repo, repo);
 }
@@ -545,7 +544,7 @@ int jobs_submit(struct jobs *q, const char *root, struct job **ret_job, bool *re
         snprintf(msg, msglen, "cannot register %s: %s", root, store_last_error());
         goto out;
     }
-    j = active_job_of(q, repo);
+    j = jobs_active_of(q, repo);
     if (!j) {
         r = create_job(q, root, repo, &j);
         if (r < 0) {
@@ -691,7 +690,7 @@ int jobs_remove_repo(struct jobs *q, const char *path, uint32_t *ret_repo)
     r = store_read_begin(q->env.store, &t);
     if (r >= 0) {
         if (store_repo_find(t, path, &id) == 0) {
-            struct job *j = active_job_of(q, id); /* stop indexing it first */
+            struct job *j = jobs_active_of(q, id); /* stop indexing it first */
             if (j)
                 atomic_store(&j->cancel, true);
         }

@@ -145,6 +145,9 @@ int jobs_wait(struct jobs *q, struct job *j, void *waiter);
 int jobs_cancel(struct jobs *q, struct job *j);
 
 bool job_ended(const struct job *j);
+/* The queued or running job of `repo`, NULL if none.  Any thread; on the loop thread the
+ * record may be read until the callback returns. */
+struct job *jobs_active_of(struct jobs *q, uint32_t repo);
 /* The job with this id: queued, running or among the recent ended ones; NULL if none. */
 struct job *jobs_find(struct jobs *q, uint64_t id);
 /* The recent ended jobs (oldest first), the running one, then the queued ones, in a new array

@@ -210,26 +210,13 @@ static void submit_done(int status, void *userdata)
     free(op);
 }
 
-static bool job_active(struct wrepo *p)
-{
-    struct job **list = NULL;
-    size_t n = 0;
-    bool active = false;
-
-    jobs_list(p->w->env.jobs, &list, &n);
-    for (size_t i = 0; i < n && !active; i++)
-        active = list[i]->repo == p->id && !job_ended(list[i]);
-    free(list);
-    return active;
-}
-
 static void on_debounce(struct event_timer *t, void *userdata)
 {
     struct wrepo *p = userdata;
     struct submit_op *op;
 
     (void)t;
-    if (p->walking || p->submitting || job_active(p)) {
+    if (p->walking || p->submitting || jobs_active_of(p->w->env.jobs, p->id)) {
         arm(p, BUSY_RETRY_MS);
         return;
     }
@@ -271,12 +258,17 @@ static void on_rescan(struct event_timer *t, void *userdata)
 
 /* ---- events ------------------------------------------------------------------------------ */
 
+/* p->dirs is kept sorted by rel (apply_walk()), so a lookup is a binary search. */
+static int cmp_dir(const void *a, const void *b)
+{
+    return strcmp((*(struct wdir *const *)a)->rel, (*(struct wdir *const *)b)->rel);
+}
+
 static bool is_watched_dir(const struct wrepo *p, const char *rel)
 {
-    for (size_t i = 0; i < p->n_dirs; i++)
-        if (strcmp(p->dirs[i]->rel, rel) == 0)
-            return true;
-    return false;
+    struct wdir key = {.rel = (char *)rel}, *kp = &key;
+
+    return p->n_dirs && bsearch(&kp, p->dirs, p->n_dirs, sizeof(*p->dirs), cmp_dir);
 }
 
 static void on_fs_event(struct event_fswatch *fw, const char *name, int events, void *userdata)
@@ -350,7 +342,7 @@ static int cmp_rel(const void *a, const void *b)
 
 static void apply_walk(struct wrepo *p, struct walk_op *op)
 {
-    size_t keep = 0, added_fail = 0;
+    size_t keep = 0, n_old;
     int first_fail_errno = 0;
 
     qsort(op->rels, op->n, sizeof(*op->rels), cmp_rel);
@@ -362,14 +354,16 @@ static void apply_walk(struct wrepo *p, struct walk_op *op)
         else
             dir_free(d);
     }
-    p->n_dirs = keep;
+    p->n_dirs = n_old = keep;
     p->unwatched = 0;
     for (size_t i = 0; i < op->n; i++) {
         char full[4096 + 512];
         struct wdir *d;
         int r;
 
-        if (is_watched_dir(p, op->rels[i]))
+        /* Among the kept ones (still sorted: the new ones are appended after them). */
+        struct wdir key = {.rel = op->rels[i]}, *kp = &key;
+        if (n_old && bsearch(&kp, p->dirs, n_old, sizeof(*p->dirs), cmp_dir))
             continue;
         if (p->w->max_dirs && p->n_dirs >= p->w->max_dirs) {
             if (!first_fail_errno)
@@ -392,7 +386,6 @@ static void apply_walk(struct wrepo *p, struct walk_op *op)
         if (r < 0) {
             if (!first_fail_errno)
                 first_fail_errno = -r;
-            added_fail++;
             p->unwatched++;
             free(d->rel);
             free(d);
@@ -428,7 +421,7 @@ static void apply_walk(struct wrepo *p, struct walk_op *op)
         event_timer_stop(p->rescan);
         p->warned = false;
     }
-    (void)added_fail;
+    qsort(p->dirs, p->n_dirs, sizeof(*p->dirs), cmp_dir);
     log_debug("watch %s: %zu directories watched, %zu not", p->root, p->n_dirs, p->unwatched);
 }
 

@@ -158,6 +158,7 @@ struct pending {
     size_t written;  /* chunks [0, written) are in the store (only ever the queue's head) */
     uint64_t first;  /* its chunk ids, allocated at its first write */
     bool staged;     /* the store records [first, +chunks.n) as staged (store-chunk.h) */
+    uint8_t (*hashes)[SHA256_DIGEST_SIZE]; /* of each chunk's embedded text (chunks.n) */
     float *reuse;    /* chunks.n vectors: the previous version's, where reused[i] */
     uint8_t *reused; /* chunk i's text is unchanged: its vector is kept, not embedded */
 };
@@ -527,7 +528,7 @@ static int write_chunk(struct run *run, struct pending *f, const float *vec)
         .unit_len = (uint32_t)MIN(c->unit_end_byte - unit_a, (size_t)UINT32_MAX),
     };
     /* The embedded text's hash: equal text, equal vector. */
-    sha256(c->text, c->text_len, sc.hash);
+    memcpy(sc.hash, f->hashes[f->written], sizeof(sc.hash));
     r = store_chunk_put(run->wtx, &sc);
     if (r >= 0)
         r = store_vector_put(run->wtx, sc.id, vec, run->env->embed->dim);
@@ -729,6 +730,7 @@ static void pending_release(struct pending *f)
     free(f->content);
     chunk_list_release(&f->chunks);
     free(f->vecs);
+    free(f->hashes);
     free(f->reuse);
     free(f->reused);
 }
@@ -788,7 +790,7 @@ static int find_reusable(struct run *run, struct pending *f)
     qsort(old, n_old, sizeof(*old), cmp_old_chunk);
     for (size_t i = 0; i < f->chunks.n; i++) {
         struct old_chunk key = {0}, *hit;
-        sha256(f->chunks.items[i].text, f->chunks.items[i].text_len, key.hash);
+        memcpy(key.hash, f->hashes[i], sizeof(key.hash));
         hit = bsearch(&key, old, n_old, sizeof(*old), cmp_old_chunk);
         if (hit && store_vector_get(t, hit->id, f->reuse + i * dim, dim, &got) == 0 && got == dim)
             f->reused[i] = 1;
@@ -894,6 +896,14 @@ static int enqueue_next_file(struct run *run)
         r = -ENOMEM;
         goto fail;
     }
+    /* Each chunk's hash, once: its row keeps it (write_chunk()) and reuse matches on it. */
+    f.hashes = array_alloc(MAX(f.chunks.n, (size_t)1), sizeof(*f.hashes));
+    if (!f.hashes) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < f.chunks.n; i++)
+        sha256(f.chunks.items[i].text, f.chunks.items[i].text_len, f.hashes[i]);
     r = find_reusable(run, &f);
     if (r < 0)
         goto fail;

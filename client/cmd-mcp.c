@@ -101,15 +101,23 @@ static int failf(struct mcp *m, const char *fmt, ...)
     return -1;
 }
 
-static int call_begin(struct mcp *m, const char *method, uint32_t n_params, msgpack_packer **pk)
+/* Connects (autostarting coarchd) unless connected: 0, or -1 with m->err set. */
+static int ensure_connected(struct mcp *m)
 {
-    int r;
-
     if (!m->cl->conn && client_connect(m->cl, 0) != CLIENT_EXIT_OK)
         return failf(m,
                      "coarchd is not reachable at %s and could not be started (its reason is on "
                      "the MCP server's stderr)",
                      m->cl->socket_path);
+    return 0;
+}
+
+static int call_begin(struct mcp *m, const char *method, uint32_t n_params, msgpack_packer **pk)
+{
+    int r;
+
+    if (ensure_connected(m) < 0)
+        return -1;
     m->cl->method = method;
     r = conn_request_begin(m->cl->conn, method, n_params, pk);
     if (r < 0)
@@ -277,9 +285,8 @@ static int tool_search(struct mcp *m, json_t *args, char **text, json_t **struct
         return failf(m, "\"mode\" must be hybrid, semantic or lexical");
     /* As the shell does: the indexed repository around the working directory, else all. */
     if (!repo) {
-        if (!m->cl->conn && client_connect(m->cl, 0) != CLIENT_EXIT_OK)
-            return failf(m, "coarchd is not reachable at %s and could not be started",
-                         m->cl->socket_path);
+        if (ensure_connected(m) < 0)
+            return -1;
         if (client_repo_of_cwd(m->cl, &repo, &n_repos) != CLIENT_EXIT_OK)
             return failf(m, "could not list the indexed repositories (see stderr)");
         if (n_repos == 0)
